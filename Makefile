@@ -1,0 +1,37 @@
+VENV ?= .venv
+BIN := $(VENV)/bin
+export VENV
+
+.PHONY: setup demo test test-fast lint format bench lock
+
+## setup: create .venv with tether, the embedded model and the test tools (compiles llama.cpp once)
+setup:
+	@bash scripts/setup.sh
+
+## demo: set up, then run the order-support demo on the embedded model
+demo: setup
+	$(BIN)/tether demo
+
+## test: set up, then run the whole test suite (unit, store, model and provider tests)
+test: setup
+	$(BIN)/pytest
+
+## test-fast: the tests that need no model or server
+test-fast: setup
+	$(BIN)/pytest -m "not model and not provider"
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: setup
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+## bench: the benchmarks; figures printed and written to bench/results/latest.json
+bench: setup
+	$(BIN)/python bench/run.py
+
+## lock: re-pin every dependency after changing pyproject.toml
+lock:
+	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock

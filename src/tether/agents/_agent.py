@@ -1,0 +1,140 @@
+"""`Agent`: instructions, tools, a model and limits — a definition, not a running thing."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import ConfigError
+from ..models import Model, ModelSettings, model_from_spec
+from ..tools import Tool
+
+__all__ = ["DEFAULT_MODEL", "Agent", "Limits"]
+
+DEFAULT_MODEL = "local:qwen2.5-coder-0.5b"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """The bounds every run of an agent stays within; crossing one ends the run with a named status.
+
+    Attributes:
+        max_steps: most model calls in one run (`max_steps`). Tool errors the model corrects count too.
+        timeout_s: most wall time for one execution of the run, from start or resume (`timed_out`).
+        model_timeout_s: most time one model call may take (`timed_out`).
+        tool_timeout_s: a cap on every tool's own `timeout_s`, when set.
+        max_total_tokens: most tokens (prompt + generated, summed over calls) a run may use; checked before
+            each model call (`budget_exceeded`).
+        max_output_tokens: most tokens one model call may generate.
+        max_repeated_calls: the same tool called with the same arguments this many times ends the run
+            (`failed`, loop detected).
+    """
+
+    max_steps: int = 10
+    timeout_s: float = 600.0
+    model_timeout_s: float = 120.0
+    tool_timeout_s: float | None = None
+    max_total_tokens: int | None = None
+    max_output_tokens: int = 512
+    max_repeated_calls: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "max_output_tokens", "max_repeated_calls"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"Limits.{name} must be at least 1; got {getattr(self, name)!r}")
+        for name in ("timeout_s", "model_timeout_s", "tool_timeout_s", "max_total_tokens"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"Limits.{name} must be positive; got {value!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Agent:
+    """An agent definition: what it is for, what it may call, which model thinks for it, and its limits.
+
+    Args:
+        name: a short stable name (shown in logs, the journal and `tether runs list`).
+        instructions: the system prompt.
+        tools: the tools it may call (made with `@tool`).
+        model: a `Model`, or a model string such as `local:qwen2.5-coder-0.5b` or
+            `openai:MODEL@http://127.0.0.1:8080/v1`. Defaults to the embedded local model.
+        limits: the bounds every run stays within.
+        settings: sampling settings for its model calls (temperature 0 by default: repeatable runs).
+        ref: `module:attr` where this agent can be imported, so that another process can resume its runs.
+            Found automatically when the agent is a module-level variable.
+
+    Example:
+        ```python
+        agent = Agent("support", instructions="Answer from the order database.", tools=[lookup_order])
+        result = tether.run_sync(agent, "Where is order 1042?")
+        ```
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        instructions: str = "",
+        tools: Sequence[Tool] = (),
+        model: Model | str | None = None,
+        limits: Limits | None = None,
+        settings: ModelSettings | None = None,
+        ref: str | None = None,
+    ):
+        if not name or not isinstance(name, str):
+            raise ConfigError("an Agent needs a non-empty name")
+        self.name = name
+        self.instructions = instructions
+        self.tools: dict[str, Tool] = {}
+        for t in tools:
+            if not isinstance(t, Tool):
+                raise ConfigError(
+                    f"agent {name!r}: {t!r} is not a tool; decorate the function with @tool"
+                )
+            if t.name in self.tools:
+                raise ConfigError(f"agent {name!r} has two tools named {t.name!r}; give one another name")
+            self.tools[t.name] = t
+        self.limits = limits or Limits()
+        self.settings = settings or ModelSettings()
+        self._model_spec = model if model is not None else DEFAULT_MODEL
+        self._model: Model | None = model if isinstance(model, Model) else None
+        self._ref = ref
+        frame = sys._getframe(1)
+        self._module = frame.f_globals.get("__name__")
+        self._file = frame.f_globals.get("__file__")
+
+    @property
+    def model(self) -> Model:
+        """The model, built from its string on first use."""
+        if self._model is None:
+            assert isinstance(self._model_spec, str)
+            self._model = model_from_spec(self._model_spec)
+        return self._model
+
+    @property
+    def model_name(self) -> str:
+        return self._model.name if self._model is not None else str(self._model_spec)
+
+    @property
+    def ref(self) -> str | None:
+        """Where another process can import this agent from (`module:attr` or `path.py:attr`)."""
+        if self._ref is not None:
+            return self._ref
+        module = sys.modules.get(self._module or "")
+        if module is None:
+            return None
+        for attr, value in vars(module).items():
+            if value is self:
+                if self._module == "__main__":
+                    path = Path(self._file) if self._file else None
+                    return f"{path.resolve()}:{attr}" if path is not None and path.is_file() else None
+                return f"{self._module}:{attr}"
+        return None
+
+    def __repr__(self) -> str:
+        return f"Agent({self.name!r}, tools={sorted(self.tools)}, model={self.model_name!r})"

@@ -1,0 +1,53 @@
+"""What a run returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..exceptions import RunError
+from ..models import Usage
+
+__all__ = ["RunResult"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    """The outcome of a run (or of one execution of it, after a resume).
+
+    Attributes:
+        run_id: the run's id; `tether runs show RUN_ID` prints its journal.
+        agent: the agent's name.
+        status: the terminal status (`completed`, `failed`, `cancelled`, `max_steps`, `timed_out`,
+            `budget_exceeded`).
+        reason: why the run ended, in one line.
+        output: the final answer when `completed`, else None.
+        steps: model calls made over the whole run.
+        usage: tokens used over the whole run.
+        duration_s: wall time of this execution.
+        store: where the journal is (for display).
+    """
+
+    run_id: str
+    agent: str
+    status: str
+    reason: str
+    output: str | None
+    steps: int
+    usage: Usage
+    duration_s: float
+    store: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+    def raise_for_status(self) -> RunResult:
+        """Return self when completed; otherwise raise `RunError` with the status and reason."""
+        if not self.ok:
+            raise RunError(
+                f"run {self.run_id} ended {self.status}: {self.reason}",
+                run_id=self.run_id,
+                status=self.status,
+                reason=self.reason,
+            )
+        return self

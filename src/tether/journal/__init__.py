@@ -1,0 +1,51 @@
+"""The run journal: typed events, the store contract and its backends, and replay."""
+
+from ._events import TERMINAL_STATUSES as TERMINAL_STATUSES
+from ._events import Event as Event
+from ._events import ModelFailed as ModelFailed
+from ._events import ModelResponded as ModelResponded
+from ._events import RunFinished as RunFinished
+from ._events import RunResumed as RunResumed
+from ._events import RunStarted as RunStarted
+from ._events import RunStatus as RunStatus
+from ._events import StoredEvent as StoredEvent
+from ._events import TerminalStatus as TerminalStatus
+from ._events import ToolCompleted as ToolCompleted
+from ._events import ToolFailed as ToolFailed
+from ._events import ToolStarted as ToolStarted
+from ._events import UsageCharged as UsageCharged
+from ._events import event_adapter as event_adapter
+from ._open import DEFAULT_STORE as DEFAULT_STORE
+from ._open import open_store as open_store
+from ._open import store_url as store_url
+from ._store import RunInfo as RunInfo
+from ._store import Store as Store
+from ._store import chain_hash as chain_hash
+from .stores.memory import MemoryStore as MemoryStore
+from .stores.sqlite import SQLiteStore as SQLiteStore
+
+__all__ = [
+    "DEFAULT_STORE",
+    "TERMINAL_STATUSES",
+    "Event",
+    "MemoryStore",
+    "ModelFailed",
+    "ModelResponded",
+    "RunFinished",
+    "RunInfo",
+    "RunResumed",
+    "RunStarted",
+    "RunStatus",
+    "SQLiteStore",
+    "Store",
+    "StoredEvent",
+    "TerminalStatus",
+    "ToolCompleted",
+    "ToolFailed",
+    "ToolStarted",
+    "UsageCharged",
+    "chain_hash",
+    "event_adapter",
+    "open_store",
+    "store_url",
+]

@@ -1,0 +1,1 @@
+"""Store backends, one module each: `memory`, `sqlite` (and `postgres` for scale-out)."""

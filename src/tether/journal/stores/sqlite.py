@@ -1,0 +1,291 @@
+"""The embedded default store: one SQLite file in WAL mode.
+
+Durability modes:
+- `crash` (default): `synchronous=NORMAL`. A commit survives the process being killed (`kill -9`);
+  the last commits before a power cut or kernel crash may be lost, but the file is never corrupt.
+- `power-loss`: `synchronous=FULL`. Each commit (one per journal transaction) is fsynced before
+  `append` returns.
+
+Calls run on the event loop's thread: a journal transaction takes tens of microseconds, far less than
+handing it to a worker thread would cost, and SQLite serialises writers anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from ...exceptions import JournalConflict, RunNotFound, StoreError, StoreUnavailable
+from .._events import Event, RunStarted, StoredEvent, event_adapter
+from .._store import RunInfo, Store, chain_hash, new_summary, summarize, verify_chain
+
+__all__ = ["SQLiteStore"]
+
+Durability = Literal["crash", "power-loss"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        TEXT PRIMARY KEY,
+    agent         TEXT NOT NULL,
+    agent_ref     TEXT,
+    status        TEXT NOT NULL,
+    reason        TEXT NOT NULL DEFAULT '',
+    input         TEXT NOT NULL,
+    output        TEXT,
+    model         TEXT NOT NULL,
+    user_id       TEXT,
+    created_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL,
+    steps         INTEGER NOT NULL DEFAULT 0,
+    input_tokens  INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd      REAL NOT NULL DEFAULT 0,
+    event_count   INTEGER NOT NULL DEFAULT 0,
+    head_hash     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at DESC);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at DESC);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    type   TEXT NOT NULL,
+    at     REAL NOT NULL,
+    data   TEXT NOT NULL,
+    hash   TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+"""
+
+_RUN_COLUMNS = (
+    "run_id, agent, agent_ref, status, reason, input, output, model, user_id, created_at, updated_at, "
+    "steps, input_tokens, output_tokens, cost_usd, event_count, head_hash"
+)
+_RUN_FIELDS = tuple(c.strip() for c in _RUN_COLUMNS.split(","))
+
+
+class SQLiteStore(Store):
+    """A journal in one SQLite file.
+
+    Several processes on one host may share the file; writers are serialised by SQLite's lock and
+    wait up to `busy_timeout_s` for it.
+
+    Args:
+        path: the database file; its directory is created if missing.
+        durability: `crash` (default) or `power-loss`; see the module docstring.
+        busy_timeout_s: how long a writer waits for another process's lock before giving up.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, durability: Durability = "crash", busy_timeout_s: float = 5.0):
+        if durability not in ("crash", "power-loss"):
+            raise StoreError(f"durability must be 'crash' or 'power-loss'; got {durability!r}")
+        self.path = Path(path)
+        self.durability = durability
+        self._busy_timeout_s = busy_timeout_s
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot create the directory for the journal {self.path}: {exc.strerror}; "
+                "choose another location with --store or TETHER_STORE"
+            ) from None
+        self._conn = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(
+                f"cannot open the journal {self.path}: {exc}; check the path exists and is writable, "
+                "or choose another with --store or TETHER_STORE"
+            ) from None
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'power-loss' else 'NORMAL'}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the journal {self.path} has schema version {version}, newer than this tether "
+                    f"understands ({SCHEMA_VERSION}); upgrade tether"
+                )
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc) and "read-only" not in str(exc):
+                conn.close()
+                raise self._unavailable(exc) from None
+            # A read-only journal can still be listed and shown; writes will say what is wrong.
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(
+                f"{self.path} is not a tether journal or is corrupt ({exc}); "
+                "move it aside and start a new one, or point --store elsewhere"
+            ) from None
+        return conn
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return StoreUnavailable(
+                f"the journal {self.path} is locked by another process (waited {self._busy_timeout_s:g}s); "
+                "stop the other writer or raise busy_timeout_s, then resume the run"
+            )
+        if "readonly" in text or "read-only" in text:
+            return StoreUnavailable(
+                f"the journal {self.path} is read-only; make it writable (chmod u+w) or "
+                "choose another store with --store or TETHER_STORE"
+            )
+        if "disk" in text and "full" in text:
+            return StoreUnavailable(f"the disk holding {self.path} is full; free space, then resume the run")
+        return StoreUnavailable(f"the journal {self.path} could not be written: {text}")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self._unavailable(exc) from None
+            raise
+
+    def _summary(self, conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
+        row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else dict(zip(_RUN_FIELDS, row, strict=True))
+
+    def _insert_events(
+        self, conn: sqlite3.Connection, run_id: str, summary: dict[str, Any], events: Sequence[Event], seq: int
+    ) -> int:
+        prev = summary["head_hash"]
+        rows = []
+        for ev in events:
+            data = ev.model_dump_json()
+            prev = chain_hash(prev, run_id, seq, data)
+            rows.append((run_id, seq, ev.type, ev.at, data, prev))
+            seq += 1
+        conn.executemany("INSERT INTO events (run_id, seq, type, at, data, hash) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        summarize(summary, events)
+        summary["event_count"] = seq
+        summary["head_hash"] = prev
+        return seq
+
+    async def create_run(self, run_id: str, started: RunStarted) -> None:
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
+                raise StoreError(f"a run with id {run_id!r} exists already; use a new run id")
+            summary = new_summary(run_id)
+            self._insert_events(conn, run_id, summary, [started], 0)
+            conn.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * len(_RUN_FIELDS))})",
+                tuple(summary[f] for f in _RUN_FIELDS),
+            )
+
+    async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> int:
+        with self._write() as conn:
+            summary = self._summary(conn, run_id)
+            if summary is None:
+                raise RunNotFound(f"no run {run_id!r} in {self.path}")
+            if summary["event_count"] != expected_seq:
+                raise JournalConflict(
+                    f"run {run_id!r} has {summary['event_count']} events, the writer expected {expected_seq}: "
+                    "another worker is running it; reload the journal before writing"
+                )
+            seq = self._insert_events(conn, run_id, summary, events, expected_seq)
+            conn.execute(
+                "UPDATE runs SET status=?, reason=?, output=?, updated_at=?, steps=?, input_tokens=?, "
+                "output_tokens=?, cost_usd=?, event_count=?, head_hash=? WHERE run_id=?",
+                (
+                    summary["status"],
+                    summary["reason"],
+                    summary["output"],
+                    summary["updated_at"],
+                    summary["steps"],
+                    summary["input_tokens"],
+                    summary["output_tokens"],
+                    summary["cost_usd"],
+                    summary["event_count"],
+                    summary["head_hash"],
+                    run_id,
+                ),
+            )
+            return seq
+
+    def _rows(self, run_id: str) -> list[tuple[int, str, str]]:
+        try:
+            return self._conn.execute(
+                "SELECT seq, data, hash FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from None
+
+    async def load(self, run_id: str) -> list[StoredEvent]:
+        rows = self._rows(run_id)
+        if not rows:
+            await self.get_run(run_id)  # raises RunNotFound with the right message
+        events = []
+        for seq, data, h in rows:
+            try:
+                event = event_adapter.validate_json(data)
+            except ValueError as exc:
+                raise StoreError(
+                    f"event {seq} of run {run_id!r} in {self.path} cannot be read ({str(exc).splitlines()[0]}); "
+                    f"run `tether audit verify {run_id}` to see whether the journal was tampered with"
+                ) from None
+            events.append(StoredEvent(run_id=run_id, seq=seq, event=event, hash=h))
+        return events
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        try:
+            summary = self._summary(self._conn, run_id)
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from None
+        if summary is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.path}; `tether runs list` shows the runs there")
+        return RunInfo(**summary)
+
+    async def list_runs(
+        self, *, status: str | None = None, agent: str | None = None, limit: int = 50
+    ) -> list[RunInfo]:
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if agent is not None:
+            where.append("agent = ?")
+            params.append(agent)
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        try:
+            rows = self._conn.execute(sql, (*params, limit)).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from None
+        return [RunInfo(**dict(zip(_RUN_FIELDS, row, strict=True))) for row in rows]
+
+    async def verify(self, run_id: str) -> list[str]:
+        info = await self.get_run(run_id)
+        return verify_chain(run_id, self._rows(run_id), info)
+
+    async def aclose(self) -> None:
+        self._conn.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r}, durability={self.durability!r})"
+

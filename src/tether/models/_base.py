@@ -1,0 +1,66 @@
+"""The contract every model backend implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ._messages import Message, ModelResponse, ToolDefinition
+
+__all__ = ["Model", "ModelSettings", "TokenCallback"]
+
+TokenCallback = Callable[[str], None]
+"""Called with each piece of text as the model generates it (for live display; may be called from a
+worker thread by backends that generate in one)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSettings:
+    """Per-call settings.
+
+    Attributes:
+        max_tokens: the most tokens the model may generate in this call.
+        temperature: sampling temperature; 0 is greedy and repeatable.
+        timeout_s: how long the call may take before `ModelTimeout`.
+        tool_choice: `auto` (text or calls), `required` (must call a tool) or `none` (text only).
+        seed: sampling seed, where the backend supports one.
+    """
+
+    max_tokens: int = 512
+    temperature: float = 0.0
+    timeout_s: float = 120.0
+    tool_choice: Literal["auto", "required", "none"] = "auto"
+    seed: int | None = 0
+
+
+class Model(abc.ABC):
+    """A model that answers a conversation, possibly with tool calls.
+
+    Backends live one per module (`tether.models.openai_compat`, `tether.models.llamacpp`,
+    `tether.testing.ScriptedModel`); wrappers (fallback, retry, cache) take a `Model` and are one.
+    """
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """A stable name for this model, recorded in the journal (e.g. `local:qwen2.5-coder-0.5b`)."""
+
+    @abc.abstractmethod
+    async def request(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        settings: ModelSettings = ModelSettings(),  # noqa: B008 - frozen dataclass, safe as a default
+        on_token: TokenCallback | None = None,
+    ) -> ModelResponse:
+        """Answer the conversation.
+
+        Raises:
+            ModelError: (a subclass saying why) when no answer could be had.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most models hold nothing
+        """Release what the model holds (connections, loaded weights)."""

@@ -1,0 +1,129 @@
+"""The conversation a model sees, and what it answers.
+
+These are Pydantic models because they cross the journal: a `ModelResponse` is recorded verbatim and
+replayed on resume, so it must round-trip through JSON exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AssistantMessage",
+    "Message",
+    "ModelResponse",
+    "SystemMessage",
+    "ToolCall",
+    "ToolDefinition",
+    "ToolResultMessage",
+    "Usage",
+    "UserMessage",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ToolCall(_Frozen):
+    """One call the model asked for.
+
+    Attributes:
+        call_id: the id the model (or tether, when the model gave none) assigned to the call.
+        name: the tool's name.
+        arguments: the arguments as parsed JSON; a string when the model's text was not valid JSON,
+            so that the error can be shown back to the model instead of being lost.
+    """
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any] | str
+
+
+class Usage(_Frozen):
+    """Tokens used by one model call (or summed over many).
+
+    Attributes:
+        input_tokens: prompt tokens the model was sent.
+        output_tokens: tokens it generated.
+        cached_tokens: prompt tokens served from a cache (KV cache reuse, provider prompt cache)
+            and therefore not evaluated again.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+        )
+
+
+class ModelResponse(_Frozen):
+    """What a model answered: text, tool calls, or both.
+
+    Attributes:
+        text: the text of the answer ("" when the model only called tools).
+        tool_calls: the calls the model asked for, in order.
+        usage: tokens used by this call.
+        model: the name of the model that answered (after routing or fallback).
+        finish_reason: `stop`, `tool_calls`, `length` or what the provider said.
+        duration_s: wall time of the call.
+        repairs: what tether had to fix to understand the answer (a call written as text, a fence...).
+    """
+
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = Usage()
+    model: str = ""
+    finish_reason: str = "stop"
+    duration_s: float = 0.0
+    repairs: tuple[str, ...] = ()
+
+
+class SystemMessage(_Frozen):
+    role: Literal["system"] = "system"
+    content: str
+
+
+class UserMessage(_Frozen):
+    role: Literal["user"] = "user"
+    content: str
+
+
+class AssistantMessage(_Frozen):
+    role: Literal["assistant"] = "assistant"
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+class ToolResultMessage(_Frozen):
+    """The result (or error) of one tool call, as the model will read it."""
+
+    role: Literal["tool"] = "tool"
+    call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+
+
+Message = Annotated[
+    SystemMessage | UserMessage | AssistantMessage | ToolResultMessage, Field(discriminator="role")
+]
+
+
+class ToolDefinition(_Frozen):
+    """What a model is told about a tool: its name, description and JSON schema of its arguments."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any]

@@ -1,0 +1,9 @@
+"""The runtime: the step loop that wires models, tools and the journal together."""
+
+from ._api import run as run
+from ._api import run_sync as run_sync
+from ._loop import Runner as Runner
+from ._loop import RunObserver as RunObserver
+from ._loop import new_run_id as new_run_id
+
+__all__ = ["RunObserver", "Runner", "new_run_id", "run", "run_sync"]

@@ -1,0 +1,480 @@
+"""The step loop: model call, tool calls, journal — until an answer or a limit.
+
+Durability rests on two rules:
+- A model response is committed to the journal before anything acts on it, so a resumed run reuses it
+  and never pays for the call again.
+- `ToolStarted` is committed before a tool runs and `ToolCompleted` (or `ToolFailed`) right after, so a
+  resumed run never re-runs a completed call; a call that started but never finished is "in doubt".
+
+A step that calls one tool is therefore two transactions: the intent (response, usage, `ToolStarted`)
+and the outcome (`ToolCompleted`). Folding the outcome into the next step's transaction would leave a
+finished tool unrecorded for the whole next model call, and a crash then would make it run twice.
+
+Resume rebuilds the run's state (messages, step count, usage, outstanding calls) from its journal and
+carries on from there; nothing is re-executed to get back to where the run was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import anyio
+from pydantic_core import to_jsonable_python
+
+from .._clock import Clock, SystemClock
+from ..agents import Agent, RunResult, load_agent
+from ..exceptions import (
+    ConfigError,
+    ModelError,
+    ModelTimeout,
+    StoreError,
+    ToolArgumentsError,
+    ToolTimeout,
+)
+from ..journal import (
+    Event,
+    ModelFailed,
+    ModelResponded,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    Store,
+    TerminalStatus,
+    ToolCompleted,
+    ToolFailed,
+    ToolStarted,
+    UsageCharged,
+    open_store,
+)
+from ..models import (
+    AssistantMessage,
+    Message,
+    ModelResponse,
+    SystemMessage,
+    ToolCall,
+    ToolResultMessage,
+    Usage,
+    UserMessage,
+)
+from ..telemetry import get_logger
+from ..tools import ToolContext, render_output
+
+__all__ = ["RunObserver", "Runner", "new_run_id"]
+
+_log = get_logger("tether.runtime")
+
+
+class RunObserver(Protocol):
+    """Watches runs as they happen (the CLI's live display is one). Must not raise; may be called
+    from a worker thread for `token`."""
+
+    def event(self, run_id: str, event: Event) -> None:
+        """An event was added to the run's journal."""
+
+    def token(self, run_id: str, text: str) -> None:
+        """The model generated `text`."""
+
+
+def new_run_id() -> str:
+    """A run id that sorts by creation time: `run_` + 12 hex digits of milliseconds + 8 random."""
+    return f"run_{int(time.time() * 1000):012x}{secrets.token_hex(4)}"
+
+
+@dataclass(slots=True)
+class _State:
+    """Everything the loop knows about a run; rebuilt from the journal on resume."""
+
+    run_id: str
+    started: RunStarted
+    messages: list[Message]
+    seq: int = 0
+    step: int = 0
+    usage: Usage = field(default_factory=Usage)
+    outstanding: list[ToolCall] = field(default_factory=list)
+    """Calls of the last response that have no outcome yet."""
+    in_doubt: set[str] = field(default_factory=set)
+    """Calls that started but have no outcome (only after a crash)."""
+    call_counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    buffer: list[Event] = field(default_factory=list)
+    finished: RunFinished | None = None
+
+    @classmethod
+    def rebuild(cls, run_id: str, events: Sequence[Event]) -> _State:
+        started = events[0]
+        if not isinstance(started, RunStarted):
+            raise StoreError(f"the journal of run {run_id!r} does not begin with run_started; it is damaged")
+        state = cls(run_id=run_id, started=started, messages=_first_messages(started), seq=len(events))
+        for ev in events[1:]:
+            if isinstance(ev, ModelResponded):
+                state.record_response(ev.step, ev.response)
+            elif isinstance(ev, UsageCharged):
+                state.usage = state.usage + ev.usage
+            elif isinstance(ev, ToolStarted):
+                state.in_doubt.add(ev.call_id)
+            elif isinstance(ev, ToolCompleted):
+                state.record_outcome(ev.call_id, ev.tool, ev.content, is_error=False)
+            elif isinstance(ev, ToolFailed):
+                state.record_outcome(ev.call_id, ev.tool, ev.message, is_error=True)
+            elif isinstance(ev, RunFinished):
+                state.finished = ev
+        return state
+
+    def record_response(self, step: int, response: ModelResponse) -> None:
+        self.step = step
+        self.messages.append(AssistantMessage(content=response.text, tool_calls=response.tool_calls))
+        self.outstanding = list(response.tool_calls)
+        for call in response.tool_calls:
+            key = (call.name, _canonical(call.arguments))
+            self.call_counts[key] = self.call_counts.get(key, 0) + 1
+
+    def record_outcome(self, call_id: str, tool: str, content: str, *, is_error: bool) -> None:
+        self.messages.append(ToolResultMessage(call_id=call_id, name=tool, content=content, is_error=is_error))
+        self.in_doubt.discard(call_id)
+        self.outstanding = [c for c in self.outstanding if c.call_id != call_id]
+
+
+def _first_messages(started: RunStarted) -> list[Message]:
+    messages: list[Message] = []
+    if started.instructions:
+        messages.append(SystemMessage(content=started.instructions))
+    messages.append(UserMessage(content=started.input))
+    return messages
+
+
+def _canonical(arguments: dict[str, Any] | str) -> str:
+    if isinstance(arguments, str):
+        return arguments
+    return json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
+
+
+class Runner:
+    """Runs agents and resumes their runs, journaling every step to a store.
+
+    Args:
+        store: where journals go. Defaults to `open_store()`: `TETHER_STORE`, else `./.tether/tether.db`.
+        clock: the time source (a `tether.testing.FakeClock` in tests).
+        observer: told about every event and generated token (for live display).
+    """
+
+    def __init__(self, store: Store | None = None, *, clock: Clock | None = None, observer: RunObserver | None = None):
+        self.store = store if store is not None else open_store()
+        self.clock = clock or SystemClock()
+        self.observer = observer
+
+    async def run(
+        self,
+        agent: Agent,
+        input: str,
+        *,
+        run_id: str | None = None,
+        user_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> RunResult:
+        """Start a run of `agent` on `input` and drive it to a terminal status.
+
+        A run that fails (a limit, a model error) returns a `RunResult` saying so; use
+        `result.raise_for_status()` to turn that into a `RunError`.
+
+        Raises:
+            StoreError: the journal could not be written; the run cannot go on safely.
+        """
+        if not isinstance(input, str):
+            raise ConfigError(f"run input must be a string; got {type(input).__name__}")
+        run_id = run_id or new_run_id()
+        started = RunStarted(
+            at=self.clock.now(),
+            agent=agent.name,
+            agent_ref=agent.ref,
+            input=input,
+            model=agent.model_name,
+            instructions=agent.instructions,
+            tools=tuple(agent.tools),
+            limits=agent.limits.as_dict(),
+            user_id=user_id,
+            metadata=metadata or {},
+        )
+        await self.store.create_run(run_id, started)
+        self._notify(run_id, started)
+        state = _State(run_id=run_id, started=started, messages=_first_messages(started), seq=1)
+        return await self._drive(agent, state)
+
+    async def resume(self, run_id: str, agent: Agent | None = None) -> RunResult:
+        """Continue a run from its journal (after a crash, a restart or a stop).
+
+        Recorded model responses and completed tool calls are reused, not repeated. A call that had
+        started but not finished is re-run with the same idempotency key if its tool is `idempotent`;
+        otherwise it is not re-run and the model is told it may or may not have happened.
+
+        Args:
+            agent: the agent to continue with; by default the one the run recorded (`agent_ref`).
+
+        Raises:
+            RunNotFound: no such run.
+            AgentNotFound: the agent cannot be imported in this process.
+        """
+        stored = await self.store.load(run_id)
+        state = _State.rebuild(run_id, [s.event for s in stored])
+        if agent is None:
+            ref = state.started.agent_ref
+            if ref is None:
+                raise ConfigError(
+                    f"run {run_id} was started by agent {state.started.agent!r} defined outside an importable "
+                    "module; pass the agent to Runner.resume(run_id, agent) or define it at module level"
+                )
+            agent = load_agent(ref)
+        if state.finished is not None:
+            return self._result(agent, state, 0.0)
+        resumed = RunResumed(
+            at=self.clock.now(),
+            from_seq=state.seq,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            in_doubt=tuple(sorted(state.in_doubt)),
+        )
+        state.buffer.append(resumed)
+        self._notify(run_id, resumed)
+        _log.info("run resumed", run_id=run_id, from_seq=state.seq, in_doubt=sorted(state.in_doubt))
+        return await self._drive(agent, state)
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    async def _drive(self, agent: Agent, state: _State) -> RunResult:
+        t0 = self.clock.monotonic()
+        limits = agent.limits
+        try:
+            with anyio.move_on_after(limits.timeout_s) as scope:
+                await self._loop(agent, state)
+            if scope.cancelled_caught and state.finished is None:
+                await self._finish(state, "timed_out", f"the run took longer than its timeout of {limits.timeout_s:g}s")
+        except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
+            if state.finished is None:
+                with anyio.CancelScope(shield=True):
+                    await self._finish(state, "cancelled", "the run was cancelled (interrupted)")
+            raise
+        except StoreError as exc:
+            _log.error("journal write failed; the run stops here", run_id=state.run_id, error=str(exc))
+            raise
+        except Exception as exc:
+            # a bug in a wrapper or in tether itself: record it so the run does not look alive forever
+            _log.exception("run crashed", run_id=state.run_id)
+            if state.finished is None:
+                await self._finish(state, "failed", f"internal error: {type(exc).__name__}: {exc}")
+            raise
+        return self._result(agent, state, self.clock.monotonic() - t0)
+
+    async def _loop(self, agent: Agent, state: _State) -> None:
+        limits = agent.limits
+        definitions = [t.definition for t in agent.tools.values()]
+        settings = replace(
+            agent.settings, max_tokens=limits.max_output_tokens, timeout_s=limits.model_timeout_s
+        )
+        on_token = None
+        if self.observer is not None:
+            observer, run_id = self.observer, state.run_id
+
+            def on_token(text: str) -> None:
+                observer.token(run_id, text)
+
+        while True:
+            if state.outstanding:
+                await self._run_calls(agent, state)
+                continue
+            if state.step >= limits.max_steps:
+                await self._finish(state, "max_steps", f"reached max_steps={limits.max_steps} without a final answer")
+                return
+            if limits.max_total_tokens is not None and state.usage.total_tokens >= limits.max_total_tokens:
+                await self._finish(
+                    state,
+                    "budget_exceeded",
+                    f"used {state.usage.total_tokens} tokens, the limit is max_total_tokens={limits.max_total_tokens}",
+                )
+                return
+            # tool outcomes become durable before money is spent on the next model call
+            await self._flush(state)
+            step = state.step + 1
+            try:
+                with anyio.fail_after(limits.model_timeout_s + 5):  # backstop for a model that ignores its timeout
+                    response = await agent.model.request(
+                        state.messages, tools=definitions, settings=settings, on_token=on_token
+                    )
+            except TimeoutError:
+                err: ModelError = ModelTimeout(
+                    f"model {agent.model_name} did not answer within {limits.model_timeout_s:g}s"
+                )
+                await self._model_failed(agent, state, step, err)
+                return
+            except ModelError as exc:
+                await self._model_failed(agent, state, step, exc)
+                return
+            self._add(state, ModelResponded(at=self.clock.now(), step=step, response=response))
+            self._add(
+                state,
+                UsageCharged(at=self.clock.now(), step=step, model=response.model or agent.model_name, usage=response.usage),
+            )
+            state.record_response(step, response)
+            state.usage = state.usage + response.usage
+            if not response.tool_calls:
+                await self._finish(state, "completed", "the model gave a final answer", output=response.text)
+                return
+            for call in response.tool_calls:
+                count = state.call_counts[(call.name, _canonical(call.arguments))]
+                if count >= limits.max_repeated_calls:
+                    await self._finish(
+                        state,
+                        "failed",
+                        f"loop detected: {call.name}({_canonical(call.arguments)}) was called {count} times "
+                        f"with the same arguments (max_repeated_calls={limits.max_repeated_calls})",
+                    )
+                    return
+
+    async def _run_calls(self, agent: Agent, state: _State) -> None:
+        """Run the outstanding calls of the last response, in order, journaling each."""
+        step = state.step
+        for call in list(state.outstanding):
+            tool = agent.tools.get(call.name)
+            now = self.clock.now()
+            if tool is None:
+                self._tool_failed(
+                    state,
+                    call,
+                    "unknown_tool",
+                    "ToolNotFound",
+                    f"unknown tool {call.name!r}; agent {agent.name!r} has {sorted(agent.tools)}",
+                )
+                continue
+            try:
+                kwargs = tool.validate(call.arguments)
+            except ToolArgumentsError as exc:
+                self._tool_failed(state, call, "invalid_arguments", "ToolArgumentsError", str(exc))
+                continue
+            if call.call_id in state.in_doubt and not tool.spec.idempotent:
+                self._tool_failed(
+                    state,
+                    call,
+                    "in_doubt",
+                    "InDoubt",
+                    f"the run stopped while {call.name!r} was running; it is not idempotent, so tether did not "
+                    "run it again. It may or may not have taken effect: check before calling it again",
+                )
+                _log.warning("in-doubt call not re-run", run_id=state.run_id, tool=call.name, call_id=call.call_id)
+                continue
+            key = f"{state.run_id}:{step}:{call.call_id}"
+            args = call.arguments if isinstance(call.arguments, dict) else {}
+            self._add(state, ToolStarted(at=now, step=step, call_id=call.call_id, tool=call.name, arguments=args, idempotency_key=key))
+            await self._flush(state)
+            ctx = ToolContext(run_id=state.run_id, call_id=call.call_id, idempotency_key=key, agent=agent.name, step=step)
+            t0 = self.clock.monotonic()
+            try:
+                output = await tool.execute(kwargs, ctx, timeout_s=agent.limits.tool_timeout_s)
+            except ToolTimeout as exc:
+                self._tool_failed(state, call, "timeout", "ToolTimeout", str(exc), self.clock.monotonic() - t0)
+            except Exception as exc:
+                # the model sees the error and may correct its call (reflection); the step limit bounds retries
+                self._tool_failed(
+                    state, call, "raised", type(exc).__name__, f"{type(exc).__name__}: {exc}", self.clock.monotonic() - t0
+                )
+            else:
+                content = render_output(output)
+                self._add(
+                    state,
+                    ToolCompleted(
+                        at=self.clock.now(),
+                        step=step,
+                        call_id=call.call_id,
+                        tool=call.name,
+                        output=to_jsonable_python(output, fallback=str),
+                        content=content,
+                        duration_s=self.clock.monotonic() - t0,
+                    ),
+                )
+                state.record_outcome(call.call_id, call.name, content, is_error=False)
+        await self._flush(state)
+
+    # -- journal helpers ------------------------------------------------------------------------------
+
+    def _tool_failed(
+        self, state: _State, call: ToolCall, kind: Any, error_type: str, message: str, duration_s: float = 0.0
+    ) -> None:
+        self._add(
+            state,
+            ToolFailed(
+                at=self.clock.now(),
+                step=state.step,
+                call_id=call.call_id,
+                tool=call.name,
+                kind=kind,
+                error_type=error_type,
+                message=message,
+                arguments=call.arguments,
+                duration_s=duration_s,
+            ),
+        )
+        state.record_outcome(call.call_id, call.name, f"Error: {message}", is_error=True)
+        _log.info("tool call failed", run_id=state.run_id, tool=call.name, kind=kind, error=message)
+
+    async def _model_failed(self, agent: Agent, state: _State, step: int, exc: ModelError) -> None:
+        self._add(
+            state,
+            ModelFailed(
+                at=self.clock.now(),
+                step=step,
+                model=agent.model_name,
+                error_type=type(exc).__name__,
+                message=str(exc),
+                retryable=exc.retryable,
+            ),
+        )
+        status: TerminalStatus = "timed_out" if isinstance(exc, ModelTimeout) else "failed"
+        await self._finish(state, status, f"model call failed: {exc}")
+
+    def _add(self, state: _State, event: Event) -> None:
+        state.buffer.append(event)
+        self._notify(state.run_id, event)
+
+    async def _flush(self, state: _State) -> None:
+        if state.buffer:
+            state.seq = await self.store.append(state.run_id, state.buffer, expected_seq=state.seq)
+            state.buffer.clear()
+
+    async def _finish(self, state: _State, status: TerminalStatus, reason: str, *, output: str | None = None) -> None:
+        finished = RunFinished(
+            at=self.clock.now(), status=status, reason=reason, output=output, steps=state.step, usage=state.usage
+        )
+        self._add(state, finished)
+        state.finished = finished
+        await self._flush(state)
+        log = _log.info if status == "completed" else _log.warning
+        log(
+            "run finished",
+            run_id=state.run_id,
+            status=status,
+            reason=reason,
+            steps=state.step,
+            tokens=state.usage.total_tokens,
+        )
+
+    def _notify(self, run_id: str, event: Event) -> None:
+        if self.observer is not None:
+            self.observer.event(run_id, event)
+
+    def _result(self, agent: Agent, state: _State, duration_s: float) -> RunResult:
+        finished = state.finished
+        assert finished is not None
+        return RunResult(
+            run_id=state.run_id,
+            agent=agent.name,
+            status=finished.status,
+            reason=finished.reason,
+            output=finished.output,
+            steps=finished.steps,
+            usage=finished.usage,
+            duration_s=duration_s,
+            store=repr(self.store),
+        )

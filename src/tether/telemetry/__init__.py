@@ -1,0 +1,6 @@
+"""Telemetry: structured logs (and, in later issues, OpenTelemetry spans and metrics)."""
+
+from ._logging import configure_logging as configure_logging
+from ._logging import get_logger as get_logger
+
+__all__ = ["configure_logging", "get_logger"]

@@ -1,0 +1,7 @@
+"""Fakes for what cannot be real offline: a scripted model and a clock that moves when told."""
+
+from ._clock import FakeClock as FakeClock
+from ._scripted import ScriptedModel as ScriptedModel
+from ._scripted import call as call
+
+__all__ = ["FakeClock", "ScriptedModel", "call"]
