@@ -181,8 +181,14 @@ def runs_list(status: str | None, agent: str | None, limit: int, store: str | No
         from rich.table import Table
 
         table = Table(box=None, pad_edge=False)
-        for col in ("run id", "agent", "status", "steps", "tokens", "started (UTC)", "input"):
-            table.add_column(col)
+        # ids and times are what people copy: they are never wrapped or cut; the input gives way
+        table.add_column("run id", no_wrap=True, min_width=24)
+        table.add_column("agent", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        table.add_column("steps", justify="right")
+        table.add_column("tokens", justify="right")
+        table.add_column("started (UTC)", no_wrap=True)
+        table.add_column("input", no_wrap=True, overflow="ellipsis")
         for r in found:
             table.add_row(
                 r.run_id,

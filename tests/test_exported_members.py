@@ -1,0 +1,26 @@
+"""The public API is pinned: changing it must be deliberate."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PUBLIC = {
+    "tether": [
+        "Agent", "Clock", "ConfigError", "Limits", "ModelSettings", "RunError", "RunResult", "Runner",
+        "SystemClock", "TetherError", "ToolContext", "open_store", "run", "run_sync", "tool",
+    ],
+    "tether.testing": ["FakeClock", "ScriptedModel", "call"],
+    "tether.tools": ["Risk", "Tool", "ToolContext", "ToolSpec", "render_output", "tool"],
+    "tether.agents": ["DEFAULT_MODEL", "Agent", "Limits", "RunResult", "load_agent"],
+    "tether.runtime": ["RunObserver", "Runner", "new_run_id", "run", "run_sync"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_exported_members(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert sorted(mod.__all__) == sorted(PUBLIC[module])
+    for name in mod.__all__:
+        assert hasattr(mod, name), name
