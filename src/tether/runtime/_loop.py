@@ -126,16 +126,25 @@ class _State:
                 state.finished = ev
         return state
 
-    def record_response(self, step: int, response: ModelResponse) -> None:
+    def record_response(self, step: int, response: ModelResponse) -> tuple[ToolCall, int] | None:
+        """Add the model's answer; returns its call made most often so far in the run, with the count."""
         self.step = step
-        self.messages.append(AssistantMessage(content=response.text, tool_calls=response.tool_calls))
+        self.messages.append(
+            AssistantMessage.model_construct(content=response.text, tool_calls=response.tool_calls)
+        )
         self.outstanding = list(response.tool_calls)
+        worst: tuple[ToolCall, int] | None = None
         for call in response.tool_calls:
             key = (call.name, _canonical(call.arguments))
-            self.call_counts[key] = self.call_counts.get(key, 0) + 1
+            count = self.call_counts[key] = self.call_counts.get(key, 0) + 1
+            if worst is None or count > worst[1]:
+                worst = (call, count)
+        return worst
 
     def record_outcome(self, call_id: str, tool: str, content: str, *, is_error: bool) -> None:
-        self.messages.append(ToolResultMessage(call_id=call_id, name=tool, content=content, is_error=is_error))
+        self.messages.append(
+            ToolResultMessage.model_construct(call_id=call_id, name=tool, content=content, is_error=is_error)
+        )
         self.in_doubt.discard(call_id)
         self.outstanding = [c for c in self.outstanding if c.call_id != call_id]
 
@@ -231,7 +240,7 @@ class Runner:
             agent = load_agent(ref)
         if state.finished is not None:
             return self._result(agent, state, 0.0)
-        resumed = RunResumed(
+        resumed = RunResumed.model_construct(
             at=self.clock.now(),
             from_seq=state.seq,
             host=socket.gethostname(),
@@ -300,39 +309,35 @@ class Runner:
             await self._flush(state)
             step = state.step + 1
             try:
-                with anyio.fail_after(limits.model_timeout_s + 5):  # backstop for a model that ignores its timeout
-                    response = await agent.model.request(
-                        state.messages, tools=definitions, settings=settings, on_token=on_token
-                    )
-            except TimeoutError:
-                err: ModelError = ModelTimeout(
-                    f"model {agent.model_name} did not answer within {limits.model_timeout_s:g}s"
+                # models enforce settings.timeout_s themselves (the contract); a model that does not is
+                # still bounded by the run's timeout around this loop
+                response = await agent.model.request(
+                    state.messages, tools=definitions, settings=settings, on_token=on_token
                 )
-                await self._model_failed(agent, state, step, err)
-                return
-            except ModelError as exc:
+            except (ModelError, ConfigError) as exc:
+                # a ConfigError here is the model's own setup (a missing or corrupt weights file): the run
+                # cannot go on, and the message says how to fix it
                 await self._model_failed(agent, state, step, exc)
                 return
-            self._add(state, ModelResponded(at=self.clock.now(), step=step, response=response))
+            self._add(state, ModelResponded.model_construct(at=self.clock.now(), step=step, response=response))
             self._add(
                 state,
-                UsageCharged(at=self.clock.now(), step=step, model=response.model or agent.model_name, usage=response.usage),
+                UsageCharged.model_construct(at=self.clock.now(), step=step, model=response.model or agent.model_name, usage=response.usage),
             )
-            state.record_response(step, response)
+            repeated = state.record_response(step, response)
             state.usage = state.usage + response.usage
             if not response.tool_calls:
                 await self._finish(state, "completed", "the model gave a final answer", output=response.text)
                 return
-            for call in response.tool_calls:
-                count = state.call_counts[(call.name, _canonical(call.arguments))]
-                if count >= limits.max_repeated_calls:
-                    await self._finish(
-                        state,
-                        "failed",
-                        f"loop detected: {call.name}({_canonical(call.arguments)}) was called {count} times "
-                        f"with the same arguments (max_repeated_calls={limits.max_repeated_calls})",
-                    )
-                    return
+            if repeated is not None and repeated[1] >= limits.max_repeated_calls:
+                call, count = repeated
+                await self._finish(
+                    state,
+                    "failed",
+                    f"loop detected: {call.name}({_canonical(call.arguments)}) was called {count} times "
+                    f"with the same arguments (max_repeated_calls={limits.max_repeated_calls})",
+                )
+                return
 
     async def _run_calls(self, agent: Agent, state: _State) -> None:
         """Run the outstanding calls of the last response, in order, journaling each."""
@@ -367,7 +372,7 @@ class Runner:
                 continue
             key = f"{state.run_id}:{step}:{call.call_id}"
             args = call.arguments if isinstance(call.arguments, dict) else {}
-            self._add(state, ToolStarted(at=now, step=step, call_id=call.call_id, tool=call.name, arguments=args, idempotency_key=key))
+            self._add(state, ToolStarted.model_construct(at=now, step=step, call_id=call.call_id, tool=call.name, arguments=args, idempotency_key=key))
             await self._flush(state)
             ctx = ToolContext(run_id=state.run_id, call_id=call.call_id, idempotency_key=key, agent=agent.name, step=step)
             t0 = self.clock.monotonic()
@@ -384,7 +389,7 @@ class Runner:
                 content = render_output(output)
                 self._add(
                     state,
-                    ToolCompleted(
+                    ToolCompleted.model_construct(
                         at=self.clock.now(),
                         step=step,
                         call_id=call.call_id,
@@ -404,7 +409,7 @@ class Runner:
     ) -> None:
         self._add(
             state,
-            ToolFailed(
+            ToolFailed.model_construct(
                 at=self.clock.now(),
                 step=state.step,
                 call_id=call.call_id,
@@ -419,10 +424,10 @@ class Runner:
         state.record_outcome(call.call_id, call.name, f"Error: {message}", is_error=True)
         _log.info("tool call failed", run_id=state.run_id, tool=call.name, kind=kind, error=message)
 
-    async def _model_failed(self, agent: Agent, state: _State, step: int, exc: ModelError) -> None:
+    async def _model_failed(self, agent: Agent, state: _State, step: int, exc: ModelError | ConfigError) -> None:
         self._add(
             state,
-            ModelFailed(
+            ModelFailed.model_construct(
                 at=self.clock.now(),
                 step=step,
                 model=agent.model_name,
@@ -444,7 +449,7 @@ class Runner:
             state.buffer.clear()
 
     async def _finish(self, state: _State, status: TerminalStatus, reason: str, *, output: str | None = None) -> None:
-        finished = RunFinished(
+        finished = RunFinished.model_construct(
             at=self.clock.now(), status=status, reason=reason, output=output, steps=state.step, usage=state.usage
         )
         self._add(state, finished)

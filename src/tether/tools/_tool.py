@@ -132,7 +132,8 @@ class Tool:
         self.spec = spec
         self._is_async = inspect.iscoroutinefunction(fn)
         # A sync tool runs in a worker thread by default so that one that hangs can be timed out and
-        # does not stall every other run on the event loop; trivial CPU-only tools may opt out.
+        # does not stall every other run on the event loop; trivial CPU-only tools may opt out, and then
+        # their timeout cannot be enforced.
         self._run_in_thread = (not self._is_async) if run_in_thread is None else run_in_thread
         if self._is_async and self._run_in_thread:
             raise ConfigError(f"tool {self.name!r} is async; run_in_thread applies only to sync functions")
@@ -227,15 +228,14 @@ class Tool:
         """
         if self._ctx_param:
             kwargs[self._ctx_param] = ctx
+        if not self._is_async and not self._run_in_thread:
+            # an inline sync call cannot be interrupted, so a timeout scope around it would only cost time
+            return self._fn(**kwargs)
         limit = self.spec.timeout_s if timeout_s is None else min(timeout_s, self.spec.timeout_s)
         with anyio.move_on_after(limit) as scope:
             if self._is_async:
                 return await self._fn(**kwargs)
-            if self._run_in_thread:
-                return await anyio.to_thread.run_sync(
-                    functools.partial(self._fn, **kwargs), abandon_on_cancel=True
-                )
-            return self._fn(**kwargs)
+            return await anyio.to_thread.run_sync(functools.partial(self._fn, **kwargs), abandon_on_cancel=True)
         assert scope.cancelled_caught
         raise ToolTimeout(
             f"tool {self.name!r} did not finish within its timeout of {limit:g}s; "
