@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import ConfigError
-from ..models import Model, ModelSettings, model_from_spec
+from ..models import Model, ModelSettings, check_model_spec, model_from_spec
 from ..tools import Tool
 
 __all__ = ["DEFAULT_MODEL", "Agent", "Limits"]
@@ -102,6 +102,10 @@ class Agent:
         self.limits = limits or Limits()
         self.settings = settings or ModelSettings()
         self._model_spec = model if model is not None else DEFAULT_MODEL
+        if isinstance(self._model_spec, str):
+            check_model_spec(self._model_spec)
+        elif not isinstance(self._model_spec, Model):
+            raise ConfigError(f"agent {name!r}: model must be a Model or a model string; got {model!r}")
         self._model: Model | None = model if isinstance(model, Model) else None
         self._ref = ref
         frame = sys._getframe(1)

@@ -17,6 +17,7 @@ from ._messages import ToolDefinition as ToolDefinition
 from ._messages import ToolResultMessage as ToolResultMessage
 from ._messages import Usage as Usage
 from ._messages import UserMessage as UserMessage
+from ._spec import check_model_spec as check_model_spec
 from ._spec import model_from_spec as model_from_spec
 
 __all__ = [
@@ -32,5 +33,6 @@ __all__ = [
     "ToolResultMessage",
     "Usage",
     "UserMessage",
+    "check_model_spec",
     "model_from_spec",
 ]

@@ -7,7 +7,25 @@ import os
 from ..exceptions import ConfigError
 from ._base import Model
 
-__all__ = ["model_from_spec"]
+__all__ = ["check_model_spec", "model_from_spec"]
+
+_PROVIDERS = ("local", "openai")
+
+
+def check_model_spec(spec: str) -> tuple[str, str]:
+    """Split a model string into (provider, rest) without building the model.
+
+    Raises:
+        ConfigError: the string names no model tether knows.
+    """
+    provider, sep, rest = spec.partition(":")
+    if not sep or not rest:
+        raise ConfigError(
+            f"model {spec!r} is not a model string; use local:qwen2.5-coder-0.5b or openai:MODEL@http://host/v1"
+        )
+    if provider not in _PROVIDERS:
+        raise ConfigError(f"unknown model provider {provider!r} in {spec!r}; known: {', '.join(_PROVIDERS)}")
+    return provider, rest
 
 
 def model_from_spec(spec: str) -> Model:
@@ -21,11 +39,7 @@ def model_from_spec(spec: str) -> Model:
     Raises:
         ConfigError: the string names no model tether knows.
     """
-    provider, sep, rest = spec.partition(":")
-    if not sep or not rest:
-        raise ConfigError(
-            f"model {spec!r} is not a model string; use local:qwen2.5-coder-0.5b or openai:MODEL@http://host/v1"
-        )
+    provider, rest = check_model_spec(spec)
     if provider == "local":
         from .llamacpp import LlamaCppModel
 
@@ -38,4 +52,4 @@ def model_from_spec(spec: str) -> Model:
         if not model or not base_url:
             raise ConfigError(f"model {spec!r} needs a model name and a base URL: openai:MODEL@http://host/v1")
         return OpenAICompatModel(model, base_url=base_url)
-    raise ConfigError(f"unknown model provider {provider!r} in {spec!r}; known: local, openai")
+    raise AssertionError(f"provider {provider!r} is listed but not built")

@@ -80,3 +80,6 @@ class MemoryStore(Store):
 
     async def verify(self, run_id: str) -> list[str]:
         return verify_chain(run_id, self._rows.get(run_id, []), await self.get_run(run_id))
+
+    def __repr__(self) -> str:
+        return "MemoryStore() (in this process only)"
