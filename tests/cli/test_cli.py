@@ -45,7 +45,7 @@ def test_run_list_show(app: Path) -> None:
     result = json.loads(out.stdout)
     assert (result["status"], result["output"], result["steps"]) == ("completed", "42", 2)
 
-    text = tether(app, "run", "app:agent", "--input", "again")
+    text = tether(app, "run", "app:agent", "--input", "double 21 again")
     assert text.returncode == 0
     assert "← double 42" in text.stdout and "answer: 42" in text.stdout and "run id run_" in text.stdout
 
@@ -63,14 +63,14 @@ def test_run_list_show(app: Path) -> None:
 
 
 def test_input_from_stdin(app: Path) -> None:
-    out = tether(app, "run", "app:agent", "--input", "-", "--json", input="from stdin")
+    out = tether(app, "run", "app:agent", "--input", "-", "--json", input="from stdin: 21")
     run_id = json.loads(out.stdout)["run_id"]
     shown = json.loads(tether(app, "runs", "show", run_id, "--json").stdout)
-    assert shown["run"]["input"] == "from stdin"
+    assert shown["run"]["input"] == "from stdin: 21"
 
 
 def test_file_path_agent_reference(app: Path) -> None:
-    out = tether(app, "run", str(app / "app.py") + ":agent", "--input", "x", "--json")
+    out = tether(app, "run", str(app / "app.py") + ":agent", "--input", "double 21", "--json")
     assert json.loads(out.stdout)["status"] == "completed"
 
 
@@ -115,6 +115,6 @@ def test_a_failed_run_exits_1_with_its_reason(app: Path) -> None:
 
 
 def test_resume_of_a_finished_run_says_so(app: Path) -> None:
-    run_id = json.loads(tether(app, "run", "app:agent", "--input", "x", "--json").stdout)["run_id"]
+    run_id = json.loads(tether(app, "run", "app:agent", "--input", "double 21", "--json").stdout)["run_id"]
     out = tether(app, "runs", "resume", run_id)
     assert out.returncode == 0 and "already ended (completed)" in out.stdout

@@ -26,7 +26,7 @@ def _kill_mid_tool(tmp_path: Path, idempotent: bool) -> str:
     env = _env(tmp_path, CRASH_HANG_ON="3", CRASH_IDEMPOTENT="1" if idempotent else "0")
     with open(tmp_path / "first.out", "wb") as out:
         proc = subprocess.Popen(
-            [*TETHER, "run", AGENT, "--input", "go", "--json"],
+            [*TETHER, "run", AGENT, "--input", "record entries 1 2 3 4 5", "--json"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -76,7 +76,7 @@ async def test_two_tool_calls_then_an_answer(store: Store) -> None:
 
 async def test_a_tool_that_raises_goes_back_to_the_model(store: Store) -> None:
     model = ScriptedModel([call("lookup_order", order_id="9"), call("lookup_order", order_id="1042"), "found it"])
-    result = await Runner(store).run(agent_with(model), "order?")
+    result = await Runner(store).run(agent_with(model), "order 9, or was it 1042?")
     assert result.ok
     failed = [e for e in await events_of(store, result.run_id) if isinstance(e, ToolFailed)]
     assert [(f.kind, f.error_type) for f in failed] == [("raised", "KeyError")]
@@ -162,7 +162,7 @@ async def test_token_budget_is_checked_before_each_model_call(store: Store) -> N
 
 async def test_loop_detection(store: Store) -> None:
     model = ScriptedModel(lambda m, t: call("multiply", a=2, b=2))
-    result = await Runner(store).run(agent_with(model, limits=Limits(max_repeated_calls=3)), "x")
+    result = await Runner(store).run(agent_with(model, limits=Limits(max_repeated_calls=3)), "2 times 2")
     assert result.status == "failed" and result.reason.startswith("loop detected: multiply")
     started = [e for e in await events_of(store, result.run_id) if e.type == "tool_started"]
     assert len(started) == 2  # the third identical call is not executed
@@ -221,7 +221,7 @@ async def test_tools_receive_a_stable_idempotency_key(store: Store) -> None:
 
     assert "ctx" not in charge.definition.parameters["properties"]
     model = ScriptedModel([call("charge", amount=5), "charged"])
-    result = await Runner(store).run(agent_with(model, tools=[charge]), "x")
+    result = await Runner(store).run(agent_with(model, tools=[charge]), "charge 5")
     (ctx,) = seen
     assert ctx.run_id == result.run_id and ctx.step == 1
     started = next(e for e in await events_of(store, result.run_id) if e.type == "tool_started")
@@ -242,7 +242,7 @@ async def test_observer_sees_events_and_tokens(store: Store) -> None:
 
     rec = Recorder()
     model = ScriptedModel([call("multiply", a=1, b=2), ModelResponse(text="2", usage=Usage())])
-    await Runner(store, observer=rec).run(agent_with(model), "x")
+    await Runner(store, observer=rec).run(agent_with(model), "1 times 2")
     assert rec.events[0] == "run_started" and rec.events[-1] == "run_finished"
     assert "tool_completed" in rec.events and rec.tokens == ["2"]
 

@@ -48,7 +48,7 @@ async def test_resume_after_a_crash_mid_tool_reruns_an_idempotent_call(store: St
     effects: list[str] = []
     agent = build(effects, crash_on="refund", idempotent=True)
     with pytest.raises(ProcessDied):
-        await Runner(store).run(agent, "refund 2 kettles", run_id="r1")
+        await Runner(store).run(agent, "refund 49.0 for order 1042", run_id="r1")
     assert (await store.get_run("r1")).status == "running"
     before = agent.model.request_count  # type: ignore[attr-defined]
 
@@ -68,7 +68,7 @@ async def test_resume_after_a_crash_mid_tool_reruns_an_idempotent_call(store: St
 async def test_an_in_doubt_call_that_is_not_idempotent_is_never_rerun(store: Store) -> None:
     effects: list[str] = []
     with pytest.raises(ProcessDied):
-        await Runner(store).run(build(effects, crash_on="refund", idempotent=False), "refund", run_id="r1")
+        await Runner(store).run(build(effects, crash_on="refund", idempotent=False), "refund 49.0 for order 1042", run_id="r1")
     effects.clear()
     agent2 = build(effects, crash_on=None, idempotent=False)
     result = await Runner(store).resume("r1", agent2)
@@ -92,7 +92,7 @@ async def test_resume_after_a_crash_during_the_next_model_call(store: Store) -> 
 
     model._function = dies_on_second_request  # type: ignore[attr-defined]
     with pytest.raises(ProcessDied):
-        await Runner(store).run(agent, "refund", run_id="r1")
+        await Runner(store).run(agent, "refund 49.0 for order 1042", run_id="r1")
     assert effects == ["lookup 1042"]
     # the lookup's result was committed before the model call that died
     assert [s.event.type for s in await store.load("r1")][-1] == "tool_completed"
@@ -107,7 +107,7 @@ async def test_resume_after_a_crash_during_the_next_model_call(store: Store) -> 
 
 async def test_resuming_a_finished_run_changes_nothing(store: Store) -> None:
     agent = build([], crash_on=None, idempotent=True)
-    first = await Runner(store).run(agent, "refund", run_id="r1")
+    first = await Runner(store).run(agent, "refund 49.0 for order 1042", run_id="r1")
     count = len(await store.load("r1"))
     again = await Runner(store).resume("r1", agent)
     assert (again.status, again.output) == (first.status, first.output)

@@ -67,6 +67,10 @@ class Agent:
         settings: sampling settings for its model calls (temperature 0 by default: repeatable runs).
         ref: `module:attr` where this agent can be imported, so that another process can resume its runs.
             Found automatically when the agent is a module-level variable.
+        grounding: check that every number and identifier in a tool call's arguments comes from the
+            input, the instructions or an earlier tool result, and refuse (with a corrective message to
+            the model) calls whose values were invented. On by default; tools can exempt free-text
+            arguments with `@tool(free_text=(...))`.
 
     Example:
         ```python
@@ -85,6 +89,7 @@ class Agent:
         limits: Limits | None = None,
         settings: ModelSettings | None = None,
         ref: str | None = None,
+        grounding: bool = True,
     ):
         if not name or not isinstance(name, str):
             raise ConfigError("an Agent needs a non-empty name")
@@ -108,6 +113,7 @@ class Agent:
             raise ConfigError(f"agent {name!r}: model must be a Model or a model string; got {model!r}")
         self._model: Model | None = model if isinstance(model, Model) else None
         self._ref = ref
+        self.grounding = grounding
         frame = sys._getframe(1)
         self._module = frame.f_globals.get("__name__")
         self._file = frame.f_globals.get("__file__")

@@ -21,7 +21,7 @@ INSTRUCTIONS = """You are the order-support assistant of a kitchenware shop.
 Rules:
 1. Always call lookup_order first to read the order; never guess prices or quantities.
 2. A refund is the item's unit_price multiplied by the number of items returned. Compute it with the calculator tool.
-3. Then answer the customer in one sentence with the refund amount in dollars, e.g. "You will be refunded $12.34."
+3. Then answer the customer in one sentence that states the refund amount in dollars.
 """
 
 _OPS: dict[type, Any] = {
@@ -62,7 +62,7 @@ def lookup_order(order_id: str) -> dict[str, Any]:
 
 @tool(idempotent=True, run_in_thread=False)
 def calculator(expression: str) -> float:
-    """Evaluate an arithmetic expression, e.g. "2 * 37.90".
+    """Evaluate an arithmetic expression such as "(a + b) * c" written with numbers.
 
     Args:
         expression: numbers with + - * / and parentheses.

@@ -131,7 +131,7 @@ class ToolFailed(_Event):
     step: int
     call_id: str
     tool: str
-    kind: Literal["unknown_tool", "invalid_arguments", "raised", "timeout", "in_doubt"]
+    kind: Literal["unknown_tool", "invalid_arguments", "ungrounded", "raised", "timeout", "in_doubt"]
     error_type: str
     message: str
     arguments: dict[str, Any] | str | None = None

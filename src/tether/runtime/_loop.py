@@ -30,6 +30,7 @@ from pydantic_core import to_jsonable_python
 
 from .._clock import Clock, SystemClock
 from ..agents import Agent, RunResult, load_agent
+from ..grounding import Evidence, find_ungrounded
 from ..exceptions import (
     ConfigError,
     ModelError,
@@ -104,6 +105,8 @@ class _State:
     call_counts: dict[tuple[str, str], int] = field(default_factory=dict)
     buffer: list[Event] = field(default_factory=list)
     finished: RunFinished | None = None
+    evidence: Evidence = field(default_factory=Evidence)
+    """What argument values may be traced to: the input, the instructions, tool results."""
 
     @classmethod
     def rebuild(cls, run_id: str, events: Sequence[Event]) -> _State:
@@ -111,6 +114,7 @@ class _State:
         if not isinstance(started, RunStarted):
             raise StoreError(f"the journal of run {run_id!r} does not begin with run_started; it is damaged")
         state = cls(run_id=run_id, started=started, messages=_first_messages(started), seq=len(events))
+        state.evidence = _first_evidence(started)
         for ev in events[1:]:
             if isinstance(ev, ModelResponded):
                 state.record_response(ev.step, ev.response)
@@ -142,6 +146,8 @@ class _State:
         return worst
 
     def record_outcome(self, call_id: str, tool: str, content: str, *, is_error: bool) -> None:
+        if not is_error:
+            self.evidence.add(content)
         self.messages.append(
             ToolResultMessage.model_construct(call_id=call_id, name=tool, content=content, is_error=is_error)
         )
@@ -157,10 +163,24 @@ def _first_messages(started: RunStarted) -> list[Message]:
     return messages
 
 
+def _first_evidence(started: RunStarted) -> Evidence:
+    return Evidence((started.input, started.instructions))
+
+
 def _canonical(arguments: dict[str, Any] | str) -> str:
     if isinstance(arguments, str):
         return arguments
     return json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _ungrounded_message(agent: Agent, call: ToolCall, ungrounded: Sequence[Any]) -> str:
+    values = ", ".join(f"{u.path}={u.value}" for u in ungrounded)
+    sources = sorted(name for name in agent.tools if name != call.name)
+    where = f" Call {' or '.join(sources)} first to get the real value," if sources else ""
+    return (
+        f"{call.name} was not run: {values} does not appear in the user's request or in any tool result so "
+        f"far, so it would be a guess.{where} or use only values from the request and earlier results."
+    )
 
 
 class Runner:
@@ -211,7 +231,13 @@ class Runner:
         )
         await self.store.create_run(run_id, started)
         self._notify(run_id, started)
-        state = _State(run_id=run_id, started=started, messages=_first_messages(started), seq=1)
+        state = _State(
+            run_id=run_id,
+            started=started,
+            messages=_first_messages(started),
+            seq=1,
+            evidence=_first_evidence(started),
+        )
         return await self._drive(agent, state)
 
     async def resume(self, run_id: str, agent: Agent | None = None) -> RunResult:
@@ -359,6 +385,11 @@ class Runner:
             except ToolArgumentsError as exc:
                 self._tool_failed(state, call, "invalid_arguments", "ToolArgumentsError", str(exc))
                 continue
+            if agent.grounding and isinstance(call.arguments, dict):
+                ungrounded = find_ungrounded(call.arguments, state.evidence, free_text=tool.spec.free_text)
+                if ungrounded:
+                    self._tool_failed(state, call, "ungrounded", "Ungrounded", _ungrounded_message(agent, call, ungrounded))
+                    continue
             if call.call_id in state.in_doubt and not tool.spec.idempotent:
                 self._tool_failed(
                     state,

@@ -35,6 +35,8 @@ class ToolSpec:
             any other in-flight call is never re-run blindly.
         scopes: permissions the tool needs (`orders:read`); an agent grants scopes.
         timeout_s: how long one call may take before it fails with a timeout the model is told about.
+        free_text: arguments whose values are the model's own words (a message body, a search query),
+            exempt from the provenance check that every other value must pass.
     """
 
     risk: Risk = "low"
@@ -42,6 +44,7 @@ class ToolSpec:
     idempotent: bool = False
     scopes: tuple[str, ...] = ()
     timeout_s: float = 30.0
+    free_text: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -262,6 +265,7 @@ def tool(
     idempotent: bool = False,
     scopes: tuple[str, ...] | list[str] = (),
     timeout_s: float = 30.0,
+    free_text: tuple[str, ...] | list[str] = (),
     run_in_thread: bool | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
@@ -275,6 +279,7 @@ def tool(
     idempotent: bool = False,
     scopes: tuple[str, ...] | list[str] = (),
     timeout_s: float = 30.0,
+    free_text: tuple[str, ...] | list[str] = (),
     run_in_thread: bool | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a function (sync or async) into a `Tool`.
@@ -299,11 +304,20 @@ def tool(
     if timeout_s <= 0:
         raise ConfigError(f"timeout_s must be positive; got {timeout_s!r}")
     spec = ToolSpec(
-        risk=risk, reversible=reversible, idempotent=idempotent, scopes=tuple(scopes), timeout_s=timeout_s
+        risk=risk,
+        reversible=reversible,
+        idempotent=idempotent,
+        scopes=tuple(scopes),
+        timeout_s=timeout_s,
+        free_text=tuple(free_text),
     )
 
     def wrap(f: Callable[..., Any]) -> Tool:
-        return Tool(f, name=name, description=description, spec=spec, run_in_thread=run_in_thread)
+        t = Tool(f, name=name, description=description, spec=spec, run_in_thread=run_in_thread)
+        unknown = set(spec.free_text) - set(t.definition.parameters.get("properties", {}))
+        if unknown:
+            raise ConfigError(f"tool {t.name!r}: free_text names {sorted(unknown)}, which are not its parameters")
+        return t
 
     return wrap(fn) if fn is not None else wrap
 
