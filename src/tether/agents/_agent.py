@@ -31,6 +31,8 @@ class Limits:
         max_output_tokens: most tokens one model call may generate.
         max_repeated_calls: the same tool called with the same arguments this many times ends the run
             (`failed`, loop detected).
+        max_answer_retries: how many times a final answer may be sent back (ungrounded numbers, empty, a
+            fake transcript) before the run ends `failed` rather than return it.
     """
 
     max_steps: int = 10
@@ -40,11 +42,14 @@ class Limits:
     max_total_tokens: int | None = None
     max_output_tokens: int = 512
     max_repeated_calls: int = 3
+    max_answer_retries: int = 2
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "max_output_tokens", "max_repeated_calls"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"Limits.{name} must be at least 1; got {getattr(self, name)!r}")
+        if self.max_answer_retries < 0:
+            raise ConfigError(f"Limits.max_answer_retries must be 0 or more; got {self.max_answer_retries!r}")
         for name in ("timeout_s", "model_timeout_s", "tool_timeout_s", "max_total_tokens"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -98,12 +103,17 @@ class Agent:
         self.tools: dict[str, Tool] = {}
         for t in tools:
             if not isinstance(t, Tool):
-                raise ConfigError(
-                    f"agent {name!r}: {t!r} is not a tool; decorate the function with @tool"
-                )
+                raise ConfigError(f"agent {name!r}: {t!r} is not a tool; decorate the function with @tool")
             if t.name in self.tools:
                 raise ConfigError(f"agent {name!r} has two tools named {t.name!r}; give one another name")
             self.tools[t.name] = t
+        for t in self.tools.values():
+            missing = [r for r in t.spec.requires if r not in self.tools]
+            if missing:
+                raise ConfigError(
+                    f"agent {name!r}: tool {t.name!r} requires {missing}, which the agent does not have; "
+                    f"add them to tools= or drop them from requires="
+                )
         self.limits = limits or Limits()
         self.settings = settings or ModelSettings()
         self._model_spec = model if model is not None else DEFAULT_MODEL

@@ -1,6 +1,7 @@
 """The run journal: typed events, the store contract and its backends, and replay."""
 
 from ._events import TERMINAL_STATUSES as TERMINAL_STATUSES
+from ._events import AnswerRejected as AnswerRejected
 from ._events import Event as Event
 from ._events import ModelFailed as ModelFailed
 from ._events import ModelResponded as ModelResponded
@@ -27,6 +28,7 @@ from .stores.sqlite import SQLiteStore as SQLiteStore
 __all__ = [
     "DEFAULT_STORE",
     "TERMINAL_STATUSES",
+    "AnswerRejected",
     "Event",
     "MemoryStore",
     "ModelFailed",

@@ -14,6 +14,7 @@ from ..models import ModelResponse, Usage
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "AnswerRejected",
     "Event",
     "ModelFailed",
     "ModelResponded",
@@ -131,11 +132,25 @@ class ToolFailed(_Event):
     step: int
     call_id: str
     tool: str
-    kind: Literal["unknown_tool", "invalid_arguments", "ungrounded", "raised", "timeout", "in_doubt"]
+    kind: Literal[
+        "unknown_tool", "invalid_arguments", "ungrounded", "precondition", "raised", "timeout", "in_doubt"
+    ]
     error_type: str
     message: str
     arguments: dict[str, Any] | str | None = None
     duration_s: float = 0.0
+
+
+class AnswerRejected(_Event):
+    """The model's final answer was not accepted (ungrounded numbers, empty, a fake transcript); the model
+    was told why and asked again."""
+
+    type: Literal["answer_rejected"] = "answer_rejected"
+    step: int
+    reason: str
+    values: tuple[str, ...] = ()
+    message: str
+    """What the model was told."""
 
 
 class RunFinished(_Event):
@@ -158,6 +173,7 @@ Event = Annotated[
     | ToolStarted
     | ToolCompleted
     | ToolFailed
+    | AnswerRejected
     | RunFinished,
     Field(discriminator="type"),
 ]

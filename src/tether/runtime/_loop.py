@@ -30,7 +30,7 @@ from pydantic_core import to_jsonable_python
 
 from .._clock import Clock, SystemClock
 from ..agents import Agent, RunResult, load_agent
-from ..grounding import Evidence, find_ungrounded
+from ..grounding import Evidence, find_ungrounded, ungrounded_in_answer, unusable_answer
 from ..exceptions import (
     ConfigError,
     ModelError,
@@ -40,6 +40,7 @@ from ..exceptions import (
     ToolTimeout,
 )
 from ..journal import (
+    AnswerRejected,
     Event,
     ModelFailed,
     ModelResponded,
@@ -107,6 +108,9 @@ class _State:
     finished: RunFinished | None = None
     evidence: Evidence = field(default_factory=Evidence)
     """What argument values may be traced to: the input, the instructions, tool results."""
+    succeeded: set[str] = field(default_factory=set)
+    """Tools that have returned successfully in this run (for `requires=`)."""
+    answers_rejected: int = 0
 
     @classmethod
     def rebuild(cls, run_id: str, events: Sequence[Event]) -> _State:
@@ -124,6 +128,8 @@ class _State:
                 state.in_doubt.add(ev.call_id)
             elif isinstance(ev, ToolCompleted):
                 state.record_outcome(ev.call_id, ev.tool, ev.content, is_error=False)
+            elif isinstance(ev, AnswerRejected):
+                state.record_rejection(ev.message)
             elif isinstance(ev, ToolFailed):
                 state.record_outcome(ev.call_id, ev.tool, ev.message, is_error=True)
             elif isinstance(ev, RunFinished):
@@ -145,9 +151,14 @@ class _State:
                 worst = (call, count)
         return worst
 
+    def record_rejection(self, message: str) -> None:
+        self.answers_rejected += 1
+        self.messages.append(UserMessage.model_construct(content=message))
+
     def record_outcome(self, call_id: str, tool: str, content: str, *, is_error: bool) -> None:
         if not is_error:
             self.evidence.add(content)
+            self.succeeded.add(tool)
         self.messages.append(
             ToolResultMessage.model_construct(call_id=call_id, name=tool, content=content, is_error=is_error)
         )
@@ -192,7 +203,9 @@ class Runner:
         observer: told about every event and generated token (for live display).
     """
 
-    def __init__(self, store: Store | None = None, *, clock: Clock | None = None, observer: RunObserver | None = None):
+    def __init__(
+        self, store: Store | None = None, *, clock: Clock | None = None, observer: RunObserver | None = None
+    ):
         self.store = store if store is not None else open_store()
         self.clock = clock or SystemClock()
         self.observer = observer
@@ -287,7 +300,9 @@ class Runner:
             with anyio.move_on_after(limits.timeout_s) as scope:
                 await self._loop(agent, state)
             if scope.cancelled_caught and state.finished is None:
-                await self._finish(state, "timed_out", f"the run took longer than its timeout of {limits.timeout_s:g}s")
+                await self._finish(
+                    state, "timed_out", f"the run took longer than its timeout of {limits.timeout_s:g}s"
+                )
         except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
             if state.finished is None:
                 with anyio.CancelScope(shield=True):
@@ -322,7 +337,9 @@ class Runner:
                 await self._run_calls(agent, state)
                 continue
             if state.step >= limits.max_steps:
-                await self._finish(state, "max_steps", f"reached max_steps={limits.max_steps} without a final answer")
+                await self._finish(
+                    state, "max_steps", f"reached max_steps={limits.max_steps} without a final answer"
+                )
                 return
             if limits.max_total_tokens is not None and state.usage.total_tokens >= limits.max_total_tokens:
                 await self._finish(
@@ -345,14 +362,25 @@ class Runner:
                 # cannot go on, and the message says how to fix it
                 await self._model_failed(agent, state, step, exc)
                 return
-            self._add(state, ModelResponded.model_construct(at=self.clock.now(), step=step, response=response))
+            self._add(
+                state, ModelResponded.model_construct(at=self.clock.now(), step=step, response=response)
+            )
             self._add(
                 state,
-                UsageCharged.model_construct(at=self.clock.now(), step=step, model=response.model or agent.model_name, usage=response.usage),
+                UsageCharged.model_construct(
+                    at=self.clock.now(),
+                    step=step,
+                    model=response.model or agent.model_name,
+                    usage=response.usage,
+                ),
             )
             repeated = state.record_response(step, response)
             state.usage = state.usage + response.usage
             if not response.tool_calls:
+                if agent.grounding and await self._reject_answer(state, step, response.text, limits.max_answer_retries):
+                    if state.finished is not None:
+                        return
+                    continue
                 await self._finish(state, "completed", "the model gave a final answer", output=response.text)
                 return
             if repeated is not None and repeated[1] >= limits.max_repeated_calls:
@@ -385,10 +413,23 @@ class Runner:
             except ToolArgumentsError as exc:
                 self._tool_failed(state, call, "invalid_arguments", "ToolArgumentsError", str(exc))
                 continue
+            missing = [r for r in tool.spec.requires if r not in state.succeeded]
+            if missing:
+                self._tool_failed(
+                    state,
+                    call,
+                    "precondition",
+                    "PreconditionFailed",
+                    f"{call.name} was not run: it needs a successful {' and '.join(missing)} call earlier in this "
+                    f"run. Call {missing[0]} first.",
+                )
+                continue
             if agent.grounding and isinstance(call.arguments, dict):
                 ungrounded = find_ungrounded(call.arguments, state.evidence, free_text=tool.spec.free_text)
                 if ungrounded:
-                    self._tool_failed(state, call, "ungrounded", "Ungrounded", _ungrounded_message(agent, call, ungrounded))
+                    self._tool_failed(
+                        state, call, "ungrounded", "Ungrounded", _ungrounded_message(agent, call, ungrounded)
+                    )
                     continue
             if call.call_id in state.in_doubt and not tool.spec.idempotent:
                 self._tool_failed(
@@ -399,22 +440,43 @@ class Runner:
                     f"the run stopped while {call.name!r} was running; it is not idempotent, so tether did not "
                     "run it again. It may or may not have taken effect: check before calling it again",
                 )
-                _log.warning("in-doubt call not re-run", run_id=state.run_id, tool=call.name, call_id=call.call_id)
+                _log.warning(
+                    "in-doubt call not re-run", run_id=state.run_id, tool=call.name, call_id=call.call_id
+                )
                 continue
             key = f"{state.run_id}:{step}:{call.call_id}"
             args = call.arguments if isinstance(call.arguments, dict) else {}
-            self._add(state, ToolStarted.model_construct(at=now, step=step, call_id=call.call_id, tool=call.name, arguments=args, idempotency_key=key))
+            self._add(
+                state,
+                ToolStarted.model_construct(
+                    at=now,
+                    step=step,
+                    call_id=call.call_id,
+                    tool=call.name,
+                    arguments=args,
+                    idempotency_key=key,
+                ),
+            )
             await self._flush(state)
-            ctx = ToolContext(run_id=state.run_id, call_id=call.call_id, idempotency_key=key, agent=agent.name, step=step)
+            ctx = ToolContext(
+                run_id=state.run_id, call_id=call.call_id, idempotency_key=key, agent=agent.name, step=step
+            )
             t0 = self.clock.monotonic()
             try:
                 output = await tool.execute(kwargs, ctx, timeout_s=agent.limits.tool_timeout_s)
             except ToolTimeout as exc:
-                self._tool_failed(state, call, "timeout", "ToolTimeout", str(exc), self.clock.monotonic() - t0)
+                self._tool_failed(
+                    state, call, "timeout", "ToolTimeout", str(exc), self.clock.monotonic() - t0
+                )
             except Exception as exc:
                 # the model sees the error and may correct its call (reflection); the step limit bounds retries
                 self._tool_failed(
-                    state, call, "raised", type(exc).__name__, f"{type(exc).__name__}: {exc}", self.clock.monotonic() - t0
+                    state,
+                    call,
+                    "raised",
+                    type(exc).__name__,
+                    f"{type(exc).__name__}: {exc}",
+                    self.clock.monotonic() - t0,
                 )
             else:
                 content = render_output(output)
@@ -432,6 +494,36 @@ class Runner:
                 )
                 state.record_outcome(call.call_id, call.name, content, is_error=False)
         await self._flush(state)
+
+    async def _reject_answer(self, state: _State, step: int, text: str, retries: int) -> bool:
+        """Send an unusable or ungrounded final answer back to the model; True when it was sent back.
+
+        Ends the run `failed` (and returns True) once the retries are used up: an answer that is not
+        grounded is never returned as if it were true.
+        """
+        reason = unusable_answer(text)
+        values: list[str] = []
+        if reason is None:
+            values = ungrounded_in_answer(text, state.evidence)
+            if not values:
+                return False
+            reason = f"the answer states {', '.join(values)}, which appear in no tool result and not in the request"
+        if state.answers_rejected >= retries:
+            await self._finish(state, "failed", f"no grounded answer after {retries + 1} tries: {reason}")
+            return True
+        message = (
+            f"Your answer was not shown to the user: {reason}. Use the tools to get the real values, then answer "
+            "again using only values from the tool results and the request."
+        )
+        self._add(
+            state,
+            AnswerRejected.model_construct(
+                at=self.clock.now(), step=step, reason=reason, values=tuple(values), message=message
+            ),
+        )
+        state.record_rejection(message)
+        _log.info("answer rejected", run_id=state.run_id, reason=reason)
+        return True
 
     # -- journal helpers ------------------------------------------------------------------------------
 
@@ -455,7 +547,9 @@ class Runner:
         state.record_outcome(call.call_id, call.name, f"Error: {message}", is_error=True)
         _log.info("tool call failed", run_id=state.run_id, tool=call.name, kind=kind, error=message)
 
-    async def _model_failed(self, agent: Agent, state: _State, step: int, exc: ModelError | ConfigError) -> None:
+    async def _model_failed(
+        self, agent: Agent, state: _State, step: int, exc: ModelError | ConfigError
+    ) -> None:
         self._add(
             state,
             ModelFailed.model_construct(
@@ -479,9 +573,16 @@ class Runner:
             state.seq = await self.store.append(state.run_id, state.buffer, expected_seq=state.seq)
             state.buffer.clear()
 
-    async def _finish(self, state: _State, status: TerminalStatus, reason: str, *, output: str | None = None) -> None:
+    async def _finish(
+        self, state: _State, status: TerminalStatus, reason: str, *, output: str | None = None
+    ) -> None:
         finished = RunFinished.model_construct(
-            at=self.clock.now(), status=status, reason=reason, output=output, steps=state.step, usage=state.usage
+            at=self.clock.now(),
+            status=status,
+            reason=reason,
+            output=output,
+            steps=state.step,
+            usage=state.usage,
         )
         self._add(state, finished)
         state.finished = finished

@@ -37,6 +37,8 @@ class ToolSpec:
         timeout_s: how long one call may take before it fails with a timeout the model is told about.
         free_text: arguments whose values are the model's own words (a message body, a search query),
             exempt from the provenance check that every other value must pass.
+        requires: tools that must have returned successfully earlier in the run before this one may run
+            (look before you act: `refund` requires `lookup_order`).
     """
 
     risk: Risk = "low"
@@ -45,6 +47,7 @@ class ToolSpec:
     scopes: tuple[str, ...] = ()
     timeout_s: float = 30.0
     free_text: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,7 +222,9 @@ class Tool:
         """
         return await self.execute(self.validate(arguments), ctx)
 
-    async def execute(self, kwargs: dict[str, Any], ctx: ToolContext, *, timeout_s: float | None = None) -> Any:
+    async def execute(
+        self, kwargs: dict[str, Any], ctx: ToolContext, *, timeout_s: float | None = None
+    ) -> Any:
         """Run the tool with arguments already returned by `validate`, within its timeout.
 
         Args:
@@ -238,7 +243,9 @@ class Tool:
         with anyio.move_on_after(limit) as scope:
             if self._is_async:
                 return await self._fn(**kwargs)
-            return await anyio.to_thread.run_sync(functools.partial(self._fn, **kwargs), abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(
+                functools.partial(self._fn, **kwargs), abandon_on_cancel=True
+            )
         assert scope.cancelled_caught
         raise ToolTimeout(
             f"tool {self.name!r} did not finish within its timeout of {limit:g}s; "
@@ -266,6 +273,7 @@ def tool(
     scopes: tuple[str, ...] | list[str] = (),
     timeout_s: float = 30.0,
     free_text: tuple[str, ...] | list[str] = (),
+    requires: tuple[str, ...] | list[str] = (),
     run_in_thread: bool | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
@@ -280,6 +288,7 @@ def tool(
     scopes: tuple[str, ...] | list[str] = (),
     timeout_s: float = 30.0,
     free_text: tuple[str, ...] | list[str] = (),
+    requires: tuple[str, ...] | list[str] = (),
     run_in_thread: bool | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a function (sync or async) into a `Tool`.
@@ -310,13 +319,16 @@ def tool(
         scopes=tuple(scopes),
         timeout_s=timeout_s,
         free_text=tuple(free_text),
+        requires=tuple(requires),
     )
 
     def wrap(f: Callable[..., Any]) -> Tool:
         t = Tool(f, name=name, description=description, spec=spec, run_in_thread=run_in_thread)
         unknown = set(spec.free_text) - set(t.definition.parameters.get("properties", {}))
         if unknown:
-            raise ConfigError(f"tool {t.name!r}: free_text names {sorted(unknown)}, which are not its parameters")
+            raise ConfigError(
+                f"tool {t.name!r}: free_text names {sorted(unknown)}, which are not its parameters"
+            )
         return t
 
     return wrap(fn) if fn is not None else wrap
@@ -332,4 +344,3 @@ def render_output(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
         return repr(value)
-

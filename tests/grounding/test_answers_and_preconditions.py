@@ -1,0 +1,94 @@
+"""Grounded final answers and look-before-you-act preconditions, in the loop."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether import Agent, Limits, Runner, tool
+from tether.exceptions import ConfigError
+from tether.grounding import Evidence, ungrounded_in_answer, unusable_answer
+from tether.journal import AnswerRejected, MemoryStore, ToolFailed
+from tether.models import UserMessage
+from tether.testing import ScriptedModel, call
+
+pytestmark = pytest.mark.anyio
+
+
+@tool(idempotent=True)
+def lookup_order(order_id: str) -> dict:
+    """Read an order."""
+    return {"order_id": order_id, "unit_price": 37.9, "quantity": 3}
+
+
+@tool(run_in_thread=False)
+def calculator(expression: str) -> float:
+    """Arithmetic."""
+    return round(eval(expression, {"__builtins__": {}}), 10)  # test helper: trusted input
+
+
+@tool(risk="high", reversible=False, requires=("lookup_order",))
+def refund(order_id: str, amount: float) -> str:
+    """Refund."""
+    return "refunded"
+
+
+def agent(script: list, **kw) -> Agent:
+    return Agent("support", tools=[lookup_order, calculator, refund], model=ScriptedModel(script), **kw)
+
+
+async def test_an_ungrounded_answer_is_sent_back_and_a_grounded_one_accepted() -> None:
+    store = MemoryStore()
+    a = agent(["You will get $49.00 back.", call("lookup_order", order_id="1042"), call("calculator", expression="2 * 37.9"), "You will get $75.80 back."])
+    result = await Runner(store).run(a, "Return 2 kettles from order 1042: how much back?")
+    assert result.ok and result.output == "You will get $75.80 back."
+    rejected = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
+    assert [r.values for r in rejected] == [("$49.00",)]
+    told = a.model.requests[1][-1]  # type: ignore[attr-defined]
+    assert isinstance(told, UserMessage) and "$49.00" in told.content and "Use the tools" in told.content
+
+
+async def test_an_answer_that_stays_ungrounded_fails_the_run_instead_of_being_returned() -> None:
+    store = MemoryStore()
+    a = agent(["It is $49.00.", "Definitely $49.00.", "$49.00, final."], limits=Limits(max_answer_retries=2))
+    result = await Runner(store).run(a, "how much for order 1042?")
+    assert result.status == "failed" and result.output is None
+    assert "no grounded answer after 3 tries" in result.reason and "$49.00" in result.reason
+
+
+async def test_a_fake_transcript_is_never_an_answer() -> None:
+    a = agent(['<tool_call>{"name": "refund"}</tool_call> <tool_response>done</tool_response>', "Done."])
+    result = await Runner(MemoryStore()).run(a, "x")
+    assert result.ok and result.output == "Done."
+
+
+async def test_refund_before_lookup_is_refused_then_allowed() -> None:
+    store = MemoryStore()
+    a = agent(
+        [
+            call("refund", order_id="1042", amount=37.9),
+            call("lookup_order", order_id="1042"),
+            call("refund", order_id="1042", amount=37.9),
+            "Refunded $37.90.",
+        ]
+    )
+    result = await Runner(store).run(a, "refund one kettle (37.9) from order 1042")
+    assert result.ok
+    failed = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert [f.kind for f in failed] == ["precondition"]
+    assert "needs a successful lookup_order call" in failed[0].message
+    done = [s.event.tool for s in await store.load(result.run_id) if s.event.type == "tool_completed"]
+    assert done == ["lookup_order", "refund"]
+
+
+def test_requires_must_name_a_tool_of_the_agent() -> None:
+    with pytest.raises(ConfigError, match=r"requires \['lookup_order'\], which the agent does not have"):
+        Agent("a", tools=[refund], model=ScriptedModel(["x"]))
+
+
+def test_answer_checks() -> None:
+    ev = Evidence(["order 1042 costs 37.9 each", "75.8"])
+    assert ungrounded_in_answer("$75.80 for order 1042, SKU KET-01", ev) == []
+    assert ungrounded_in_answer("$75.80, or $80 with shipping in 3-5 days", ev) == ["$80", "3", "5"]
+    assert unusable_answer("   ") == "the answer is empty"
+    assert unusable_answer('{"name": "refund", "arguments": {}}') is not None
+    assert unusable_answer("All good.") is None
