@@ -35,5 +35,5 @@ if ! "$PY" -c "import llama_cpp" 2>/dev/null; then
 fi
 
 echo "==> installing tether and its dependencies"
-"$PY" -m pip install --quiet -c requirements.lock -e ".[local,dev]"
+"$PY" -m pip install --quiet -c requirements.lock -e ".[local,postgres,dev]"
 echo "==> ready: $VENV/bin/tether"

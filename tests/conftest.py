@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +15,54 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-STORE_BACKENDS = ["memory", "sqlite"]
+STORE_BACKENDS = ["memory", "sqlite", "postgres"]
+
+POSTGRES_DSN = os.environ.get("TETHER_TEST_POSTGRES", "host=127.0.0.1 port=5432 dbname=test user=root")
+"""The server the PostgreSQL tests use; each test gets a schema of its own there, dropped afterwards."""
+
+_START_POSTGRES = (
+    "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
+    "(.ci/run does this), or point TETHER_TEST_POSTGRES at a server (a libpq connection string)"
+)
+
+
+async def require_postgres() -> str:
+    """The test server's connection string; fails the test (never skips it) when it cannot be reached."""
+    try:
+        import psycopg
+    except ImportError:
+        pytest.fail("psycopg is not installed: pip install -e '.[postgres]'", pytrace=False)
+    try:
+        conn = await psycopg.AsyncConnection.connect(POSTGRES_DSN, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        reason = (str(exc).strip().splitlines() or ["unreachable"])[0]
+        pytest.fail(
+            f"PostgreSQL is not reachable at {POSTGRES_DSN!r} ({reason}); {_START_POSTGRES}", pytrace=False
+        )
+    await conn.close()
+    return POSTGRES_DSN
+
+
+def new_schema_name() -> str:
+    return f"tether_test_{secrets.token_hex(6)}"
+
+
+async def drop_schema(schema: str) -> None:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+async def pg_schema() -> AsyncIterator[str]:
+    """A fresh PostgreSQL schema name (the store creates it), dropped with everything in it afterwards."""
+    await require_postgres()
+    schema = new_schema_name()
+    try:
+        yield schema
+    finally:
+        await drop_schema(schema)
 
 
 async def make_store(kind: str, tmp_path: Path) -> Store:
@@ -21,11 +70,21 @@ async def make_store(kind: str, tmp_path: Path) -> Store:
         return MemoryStore()
     if kind == "sqlite":
         return SQLiteStore(tmp_path / "journal.db")
+    if kind == "postgres":
+        dsn = await require_postgres()
+        from tether.journal.stores.postgres import PostgresStore
+
+        return PostgresStore(dsn, schema=new_schema_name(), max_size=4)
     raise AssertionError(kind)
 
 
 @pytest.fixture(params=STORE_BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     s = await make_store(request.param, tmp_path)
-    yield s
-    await s.aclose()
+    try:
+        yield s
+    finally:
+        await s.aclose()
+        schema = getattr(s, "schema", None)
+        if request.param == "postgres" and schema is not None:
+            await drop_schema(schema)

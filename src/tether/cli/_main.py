@@ -64,7 +64,7 @@ store_option = click.option(
     envvar="TETHER_STORE",
     default=None,
     metavar="URL",
-    help="Where journals live: sqlite:///path.db, a file path, or memory: "
+    help="Where journals live: sqlite:///path.db, a file path, postgresql://host/db or memory: "
     "(env TETHER_STORE; default ./.tether/tether.db).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
@@ -237,8 +237,13 @@ def runs_show(run_id: str, store: str | None, as_json: bool) -> None:
 
 @runs.command("resume")
 @click.argument("run_id")
-@click.option("--agent", "agent_ref", default=None, metavar="MODULE:AGENT", help="Resume with this agent "
-              "instead of the one the run recorded.")
+@click.option(
+    "--agent",
+    "agent_ref",
+    default=None,
+    metavar="MODULE:AGENT",
+    help="Resume with this agent instead of the one the run recorded.",
+)
 @store_option
 @json_option
 def runs_resume(run_id: str, agent_ref: str | None, store: str | None, as_json: bool) -> None:
@@ -253,7 +258,9 @@ def runs_resume(run_id: str, agent_ref: str | None, store: str | None, as_json: 
             raise
         agent = load_agent(agent_ref) if agent_ref else None
         if info.terminal and not as_json:
-            Console(highlight=False).print(f"run {run_id} has already ended ({info.status}); nothing to resume")
+            Console(highlight=False).print(
+                f"run {run_id} has already ended ({info.status}); nothing to resume"
+            )
         result, _ = await _drive(lambda r: r.resume(run_id, agent), s, as_json)
         return result
 
@@ -263,4 +270,3 @@ def runs_resume(run_id: str, agent_ref: str | None, store: str | None, as_json: 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `tether` command."""
     cli.main(args=argv, prog_name="tether")
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..exceptions import ConfigError
 from ._store import Store
@@ -24,7 +24,9 @@ def open_store(url: str | None = None) -> Store:
     """Open the store a URL names.
 
     Accepted forms: `memory:`, `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, a plain file
-    path (`runs.db`), each SQLite form optionally with `?durability=power-loss`.
+    path (`runs.db`), each SQLite form optionally with `?durability=power-loss`; and
+    `postgresql://user@host:5432/dbname` (or `postgres://`), with libpq's own query parameters plus
+    tether's `schema` (default `tether`), `min_size` and `max_size` (the connection pool).
 
     Raises:
         ConfigError: the URL names no store tether knows.
@@ -53,7 +55,52 @@ def open_store(url: str | None = None) -> Store:
         if durability not in ("crash", "power-loss"):
             raise ConfigError(f"durability must be 'crash' or 'power-loss' in {url!r}; got {durability!r}")
         return SQLiteStore(Path(path), durability=durability)  # type: ignore[arg-type]  # checked above
+    if scheme in ("postgres", "postgresql"):
+        return _open_postgres(url)
     raise ConfigError(
-        f"unknown store {url!r}; use memory:, sqlite:///path/to/tether.db or a file path "
+        f"unknown store {url!r}; use memory:, sqlite:///path/to/tether.db, a file path or "
+        "postgresql://user@host/dbname "
         "(set it with --store or TETHER_STORE)"
+    )
+
+
+_POSTGRES_OPTIONS = ("schema", "min_size", "max_size")
+"""Query parameters of a `postgresql://` URL that configure tether; the others go to libpq."""
+
+
+def _without_password(url: str) -> str:
+    """The URL as it may appear in an error message or a log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hostport}"))
+
+
+def _open_postgres(url: str) -> Store:
+    shown = _without_password(url)
+    try:
+        from .stores.postgres import PostgresStore
+    except ImportError as exc:
+        raise ConfigError(f"{exc} (store {shown!r})") from None
+
+    parts = urlsplit(url)
+    libpq: list[tuple[str, str]] = []
+    options: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in _POSTGRES_OPTIONS:
+            options[key] = value
+        else:
+            libpq.append((key, value))
+    sizes: dict[str, int] = {}
+    for key in ("min_size", "max_size"):
+        if key in options:
+            try:
+                sizes[key] = int(options[key])
+            except ValueError:
+                raise ConfigError(
+                    f"{key} must be a whole number in {shown!r}; got {options[key]!r}"
+                ) from None
+    return PostgresStore(
+        urlunsplit(parts._replace(query=urlencode(libpq))), schema=options.get("schema") or "tether", **sizes
     )

@@ -22,9 +22,17 @@ async def run(
     user_id: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> RunResult:
-    """Run `agent` on `input`, journaling to `store` (default: `TETHER_STORE` or `./.tether/tether.db`)."""
+    """Run `agent` on `input`, journaling to `store` (default: `TETHER_STORE` or `./.tether/tether.db`).
+
+    A store this function opens itself is closed before it returns; one passed in stays open.
+    """
+    owned = store is None
     runner = Runner(store, observer=observer)
-    return await runner.run(agent, input, user_id=user_id, metadata=metadata)
+    try:
+        return await runner.run(agent, input, user_id=user_id, metadata=metadata)
+    finally:
+        if owned:
+            await runner.store.aclose()
 
 
 def run_sync(agent: Agent, input: str, **kwargs: Any) -> RunResult:

@@ -26,46 +26,12 @@ from typing import Any, Literal
 
 from ...exceptions import JournalConflict, RunNotFound, StoreError, StoreUnavailable
 from .._events import Event, RunStarted, StoredEvent, event_adapter
+from .._migrations import SchemaTooNew, migrate_sqlite
 from .._store import RunInfo, Store, chain_hash, new_summary, summarize, verify_chain
 
 __all__ = ["SQLiteStore"]
 
 Durability = Literal["crash", "power-loss"]
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id        TEXT PRIMARY KEY,
-    agent         TEXT NOT NULL,
-    agent_ref     TEXT,
-    status        TEXT NOT NULL,
-    reason        TEXT NOT NULL DEFAULT '',
-    input         TEXT NOT NULL,
-    output        TEXT,
-    model         TEXT NOT NULL,
-    user_id       TEXT,
-    created_at    REAL NOT NULL,
-    updated_at    REAL NOT NULL,
-    steps         INTEGER NOT NULL DEFAULT 0,
-    input_tokens  INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd      REAL NOT NULL DEFAULT 0,
-    event_count   INTEGER NOT NULL DEFAULT 0,
-    head_hash     TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at DESC);
-CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at DESC);
-CREATE TABLE IF NOT EXISTS events (
-    run_id TEXT NOT NULL,
-    seq    INTEGER NOT NULL,
-    type   TEXT NOT NULL,
-    at     REAL NOT NULL,
-    data   TEXT NOT NULL,
-    hash   TEXT NOT NULL,
-    PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
-"""
 
 _RUN_COLUMNS = (
     "run_id, agent, agent_ref, status, reason, input, output, model, user_id, created_at, updated_at, "
@@ -86,7 +52,9 @@ class SQLiteStore(Store):
         busy_timeout_s: how long a writer waits for another process's lock before giving up.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, durability: Durability = "crash", busy_timeout_s: float = 5.0):
+    def __init__(
+        self, path: str | os.PathLike[str], *, durability: Durability = "crash", busy_timeout_s: float = 5.0
+    ):
         if durability not in ("crash", "power-loss"):
             raise StoreError(f"durability must be 'crash' or 'power-loss'; got {durability!r}")
         self.path = Path(path)
@@ -127,15 +95,10 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'power-loss' else 'NORMAL'}")
             conn.execute("PRAGMA foreign_keys=ON")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                conn.executescript(_SCHEMA)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            elif version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"the journal {self.path} has schema version {version}, newer than this tether "
-                    f"understands ({SCHEMA_VERSION}); upgrade tether"
-                )
+            migrate_sqlite(conn, where=str(self.path))
+        except SchemaTooNew:
+            conn.close()
+            raise
         except sqlite3.OperationalError as exc:
             if "readonly" not in str(exc) and "read-only" not in str(exc):
                 conn.close()
@@ -187,7 +150,12 @@ class SQLiteStore(Store):
         return None if row is None else dict(zip(_RUN_FIELDS, row, strict=True))
 
     def _insert_events(
-        self, conn: sqlite3.Connection, run_id: str, summary: dict[str, Any], events: Sequence[Event], seq: int
+        self,
+        conn: sqlite3.Connection,
+        run_id: str,
+        summary: dict[str, Any],
+        events: Sequence[Event],
+        seq: int,
     ) -> int:
         prev = summary["head_hash"]
         rows = []
@@ -196,7 +164,9 @@ class SQLiteStore(Store):
             prev = chain_hash(prev, run_id, seq, data)
             rows.append((run_id, seq, ev.type, ev.at, data, prev))
             seq += 1
-        conn.executemany("INSERT INTO events (run_id, seq, type, at, data, hash) VALUES (?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany(
+            "INSERT INTO events (run_id, seq, type, at, data, hash) VALUES (?, ?, ?, ?, ?, ?)", rows
+        )
         summarize(summary, events)
         summary["event_count"] = seq
         summary["head_hash"] = prev
@@ -332,7 +302,9 @@ class _Checkpointer:
                 except FileNotFoundError:
                     continue
                 if conn is None:
-                    conn = sqlite3.connect(self._path, timeout=1.0, isolation_level=None, check_same_thread=False)
+                    conn = sqlite3.connect(
+                        self._path, timeout=1.0, isolation_level=None, check_same_thread=False
+                    )
                 try:
                     # PASSIVE never blocks writers; what it cannot copy now it copies next time
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -345,4 +317,3 @@ class _Checkpointer:
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join(timeout=5)
-
