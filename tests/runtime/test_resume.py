@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tether import Agent, Runner, tool
+from tether import Agent, Runner, ToolContext, tool
 from tether.journal import Store, ToolFailed
 from tether.models import ToolResultMessage
 from tether.testing import ScriptedModel, call
@@ -112,3 +112,59 @@ async def test_resuming_a_finished_run_changes_nothing(store: Store) -> None:
     again = await Runner(store).resume("r1", agent)
     assert (again.status, again.output) == (first.status, first.output)
     assert len(await store.load("r1")) == count
+
+
+class CountingStore:
+    """Wraps a store and counts journal transactions."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.appends = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def append(self, run_id: str, events: Any, *, expected_seq: int, **kw: Any) -> int:
+        self.appends += 1
+        return await self.inner.append(run_id, events, expected_seq=expected_seq, **kw)
+
+
+@pytest.mark.parametrize(("idempotent", "per_step"), [(True, 1), (False, 2)])
+async def test_transactions_per_step(store: Store, idempotent: bool, per_step: int) -> None:
+    @tool(idempotent=idempotent)
+    def record(n: int) -> str:
+        """Record."""
+        return "ok"
+
+    script = [call("record", n=n) for n in range(2, 7)] + ["recorded"]
+    agent = Agent("a", tools=[record], model=ScriptedModel(script))
+    counting = CountingStore(store)
+    result = await Runner(counting).run(agent, "record 2 3 4 5 6")  # type: ignore[arg-type]
+    assert result.ok and result.steps == 6
+    # 5 steps with a tool call, then the final answer (which carries the last outcome when deferred)
+    assert counting.appends == 5 * per_step + 1
+
+
+async def test_an_idempotent_outcome_lost_with_the_next_model_call_is_rerun_with_the_same_key(store: Store) -> None:
+    keys: list[str] = []
+
+    @tool(idempotent=True)
+    def reserve(ctx: ToolContext, item: str) -> str:
+        """Reserve."""
+        keys.append(ctx.idempotency_key)
+        return "reserved"
+
+    def script(messages: Any, tools: Any) -> Any:
+        if not any(isinstance(m, ToolResultMessage) for m in messages):
+            return call("reserve", item="kettle")
+        if crash["on"]:
+            raise ProcessDied
+        return "reserved it"
+
+    crash = {"on": True}
+    agent = Agent("a", tools=[reserve], model=ScriptedModel(script))
+    with pytest.raises(ProcessDied):
+        await Runner(store).run(agent, "reserve a kettle", run_id="r1")
+    crash["on"] = False
+    result = await Runner(store).resume("r1", agent)
+    assert result.ok and len(keys) == 2 and keys[0] == keys[1]

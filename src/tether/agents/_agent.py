@@ -56,7 +56,11 @@ class Limits:
                 raise ConfigError(f"Limits.{name} must be positive; got {value!r}")
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        cached = self.__dict__.get("_as_dict")
+        if cached is None:
+            cached = asdict(self)
+            object.__setattr__(self, "_as_dict", cached)  # frozen: computed once, it never changes
+        return dict(cached)
 
 
 class Agent:

@@ -66,12 +66,14 @@ class Ungrounded:
 class Evidence:
     """The facts a run has seen so far: numbers, identifiers and raw text, grown as results arrive."""
 
-    __slots__ = ("_idents", "_numbers", "_texts")
+    __slots__ = ("_idents", "_numbers", "_text")
 
     def __init__(self, texts: Iterable[str] = ()) -> None:
         self._numbers: set[Decimal] = set(_ALWAYS)
         self._idents: set[str] = set()
-        self._texts: list[str] = []
+        # one string holding every text seen, separated by a character no value contains, so that a
+        # substring check is one scan in C rather than a loop over texts
+        self._text = ""
         for text in texts:
             self.add(text)
 
@@ -80,7 +82,7 @@ class Evidence:
         if not text:
             return
         text = text[:_MAX_TEXT]
-        self._texts.append(text.casefold())
+        self._text += "\x00" + text.casefold()
         for n in _numbers(text):
             self._numbers.add(_key(n))
         for ident in _IDENT.findall(text):
@@ -90,16 +92,17 @@ class Evidence:
         key = _key(value)
         if key in self._numbers:
             return True
+        if key == key.to_integral_value() and abs(key) > 1000:
+            return False  # a large whole number must match exactly: ids and amounts are not rounded
         # a value rounded to cents (or a whole number) matches its source: 37.899999 vs 37.9
         return any(abs(key - n) <= Decimal("0.005") and n != 0 for n in self._numbers)
 
     def has_ident(self, ident: str) -> bool:
         folded = ident.casefold()
-        return folded in self._idents or any(folded in t for t in self._texts)
+        return folded in self._idents or folded in self._text
 
     def has_text(self, text: str) -> bool:
-        folded = text.casefold()
-        return any(folded in t for t in self._texts)
+        return text.casefold() in self._text
 
 
 def _check_string(path: str, value: str, evidence: Evidence) -> Iterator[Ungrounded]:

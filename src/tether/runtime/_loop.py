@@ -6,9 +6,11 @@ Durability rests on two rules:
 - `ToolStarted` is committed before a tool runs and `ToolCompleted` (or `ToolFailed`) right after, so a
   resumed run never re-runs a completed call; a call that started but never finished is "in doubt".
 
-A step that calls one tool is therefore two transactions: the intent (response, usage, `ToolStarted`)
-and the outcome (`ToolCompleted`). Folding the outcome into the next step's transaction would leave a
-finished tool unrecorded for the whole next model call, and a crash then would make it run twice.
+The outcome of a non-idempotent tool is committed the moment it returns, so a step calling one is two
+transactions (the intent, then the outcome): folding that outcome into the next step's transaction
+would leave a finished side effect unrecorded during the whole next model call, and a crash then would
+leave it in doubt. The outcome of an idempotent tool rides with the next step's transaction instead
+(one transaction per step): losing it costs only a harmless re-run with the same idempotency key.
 
 Resume rebuilds the run's state (messages, step count, usage, outstanding calls) from its journal and
 carries on from there; nothing is re-executed to get back to where the run was.
@@ -140,7 +142,7 @@ class _State:
         """Add the model's answer; returns its call made most often so far in the run, with the count."""
         self.step = step
         self.messages.append(
-            AssistantMessage.model_construct(content=response.text, tool_calls=response.tool_calls)
+            AssistantMessage(content=response.text, tool_calls=response.tool_calls)
         )
         self.outstanding = list(response.tool_calls)
         worst: tuple[ToolCall, int] | None = None
@@ -153,14 +155,14 @@ class _State:
 
     def record_rejection(self, message: str) -> None:
         self.answers_rejected += 1
-        self.messages.append(UserMessage.model_construct(content=message))
+        self.messages.append(UserMessage(content=message))
 
     def record_outcome(self, call_id: str, tool: str, content: str, *, is_error: bool) -> None:
         if not is_error:
             self.evidence.add(content)
             self.succeeded.add(tool)
         self.messages.append(
-            ToolResultMessage.model_construct(call_id=call_id, name=tool, content=content, is_error=is_error)
+            ToolResultMessage(call_id=call_id, name=tool, content=content, is_error=is_error)
         )
         self.in_doubt.discard(call_id)
         self.outstanding = [c for c in self.outstanding if c.call_id != call_id]
@@ -279,7 +281,7 @@ class Runner:
             agent = load_agent(ref)
         if state.finished is not None:
             return self._result(agent, state, 0.0)
-        resumed = RunResumed.model_construct(
+        resumed = RunResumed(
             at=self.clock.now(),
             from_seq=state.seq,
             host=socket.gethostname(),
@@ -348,8 +350,10 @@ class Runner:
                     f"used {state.usage.total_tokens} tokens, the limit is max_total_tokens={limits.max_total_tokens}",
                 )
                 return
-            # tool outcomes become durable before money is spent on the next model call
-            await self._flush(state)
+            # Outcomes of idempotent tools (and calls that never ran) are still in the buffer: they are
+            # committed with this step's response, one transaction per step. Dying during the model call
+            # loses them, and resume re-runs those calls with the same idempotency key, which is safe
+            # by definition. Non-idempotent outcomes were committed the moment their tool returned.
             step = state.step + 1
             try:
                 # models enforce settings.timeout_s themselves (the contract); a model that does not is
@@ -363,11 +367,11 @@ class Runner:
                 await self._model_failed(agent, state, step, exc)
                 return
             self._add(
-                state, ModelResponded.model_construct(at=self.clock.now(), step=step, response=response)
+                state, ModelResponded(at=self.clock.now(), step=step, response=response)
             )
             self._add(
                 state,
-                UsageCharged.model_construct(
+                UsageCharged(
                     at=self.clock.now(),
                     step=step,
                     model=response.model or agent.model_name,
@@ -448,7 +452,7 @@ class Runner:
             args = call.arguments if isinstance(call.arguments, dict) else {}
             self._add(
                 state,
-                ToolStarted.model_construct(
+                ToolStarted(
                     at=now,
                     step=step,
                     call_id=call.call_id,
@@ -482,7 +486,7 @@ class Runner:
                 content = render_output(output)
                 self._add(
                     state,
-                    ToolCompleted.model_construct(
+                    ToolCompleted(
                         at=self.clock.now(),
                         step=step,
                         call_id=call.call_id,
@@ -493,7 +497,9 @@ class Runner:
                     ),
                 )
                 state.record_outcome(call.call_id, call.name, content, is_error=False)
-        await self._flush(state)
+            if not tool.spec.idempotent:
+                # this call's effect must never be repeated: its outcome is durable before anything else
+                await self._flush(state)
 
     async def _reject_answer(self, state: _State, step: int, text: str, retries: int) -> bool:
         """Send an unusable or ungrounded final answer back to the model; True when it was sent back.
@@ -517,7 +523,7 @@ class Runner:
         )
         self._add(
             state,
-            AnswerRejected.model_construct(
+            AnswerRejected(
                 at=self.clock.now(), step=step, reason=reason, values=tuple(values), message=message
             ),
         )
@@ -532,7 +538,7 @@ class Runner:
     ) -> None:
         self._add(
             state,
-            ToolFailed.model_construct(
+            ToolFailed(
                 at=self.clock.now(),
                 step=state.step,
                 call_id=call.call_id,
@@ -552,7 +558,7 @@ class Runner:
     ) -> None:
         self._add(
             state,
-            ModelFailed.model_construct(
+            ModelFailed(
                 at=self.clock.now(),
                 step=step,
                 model=agent.model_name,
@@ -576,7 +582,7 @@ class Runner:
     async def _finish(
         self, state: _State, status: TerminalStatus, reason: str, *, output: str | None = None
     ) -> None:
-        finished = RunFinished.model_construct(
+        finished = RunFinished(
             at=self.clock.now(),
             status=status,
             reason=reason,

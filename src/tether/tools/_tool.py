@@ -338,6 +338,10 @@ def render_output(value: Any) -> str:
     """The text a model reads for a tool's return value."""
     if isinstance(value, str):
         return value
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return repr(value)
     if isinstance(value, BaseModel):
         return value.model_dump_json()
     try:
