@@ -14,7 +14,9 @@ from ._orders import fetch_order
 
 __all__ = ["DEFAULT_QUESTION", "EXPECTED_REFUND", "agent", "build_agent", "calculator", "lookup_order"]
 
-DEFAULT_QUESTION = "I want to return 2 of the 3 electric kettles from order 1042. How much will I be refunded?"
+DEFAULT_QUESTION = (
+    "I want to return 2 of the 3 electric kettles from order 1042. How much will I be refunded?"
+)
 EXPECTED_REFUND = 75.80  # 2 × 37.90, the kettle's unit price in the demo database
 
 INSTRUCTIONS = """You are the order-support assistant of a kitchenware shop.
@@ -37,7 +39,11 @@ _OPS: dict[type, Any] = {
 def _eval(node: ast.AST) -> float:
     if isinstance(node, ast.Expression):
         return _eval(node.body)
-    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, int | float)
+        and not isinstance(node.value, bool)
+    ):
         return float(node.value)
     if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
         return _OPS[type(node.op)](_eval(node.left), _eval(node.right))
@@ -60,7 +66,9 @@ def lookup_order(order_id: str) -> dict[str, Any]:
     return order
 
 
-@tool(idempotent=True, run_in_thread=False)
+# The demo declares its tool order (DESIGN.md: tool-order constraints where the agent declares them):
+# a refund is computed from an order, so the calculator refuses to run before a successful lookup.
+@tool(idempotent=True, run_in_thread=False, requires=("lookup_order",))
 def calculator(expression: str) -> float:
     """Evaluate an arithmetic expression such as "(a + b) * c" written with numbers.
 

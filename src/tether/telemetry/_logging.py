@@ -55,4 +55,7 @@ def get_logger(name: str, **bound: Any) -> Any:
     """A structlog logger for `name` with `bound` fields (e.g. `run_id`) on every line."""
     if not _configured:
         configure_logging()
-    return structlog.get_logger(name).bind(**bound)
+    logger = structlog.get_logger(name)
+    # binding materialises the logger with the configuration of that moment; a module-level logger
+    # must stay lazy so that a later configure_logging() (the CLI's --log-level) applies to it
+    return logger.bind(**bound) if bound else logger
