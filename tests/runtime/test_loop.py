@@ -164,8 +164,11 @@ async def test_loop_detection(store: Store) -> None:
     model = ScriptedModel(lambda m, t: call("multiply", a=2, b=2))
     result = await Runner(store).run(agent_with(model, limits=Limits(max_repeated_calls=3)), "2 times 2")
     assert result.status == "failed" and result.reason.startswith("loop detected: multiply")
-    started = [e for e in await events_of(store, result.run_id) if e.type == "tool_started"]
-    assert len(started) == 2  # the third identical call is not executed
+    events = await events_of(store, result.run_id)
+    # the call runs once; the repeat is answered from its result (and the next turn forced to text);
+    # the third identical call ends the run
+    assert len([e for e in events if e.type == "tool_started"]) == 1
+    assert [e.kind for e in events if e.type == "tool_failed"] == ["repeated"]
 
 
 async def test_run_timeout(store: Store) -> None:
@@ -252,3 +255,30 @@ async def test_input_must_be_text(store: Store) -> None:
 
     with pytest.raises(ConfigError, match="must be a string"):
         await Runner(store).run(agent_with(ScriptedModel(["x"])), 42)  # type: ignore[arg-type]
+
+
+async def test_a_repeated_call_is_answered_from_its_result_and_the_next_turn_is_text(store: Store) -> None:
+    effects: list[int] = []
+
+    @tool
+    def square(x: int) -> int:
+        """Square."""
+        effects.append(x)
+        return x * x
+
+    seen_choices: list[str] = []
+
+    def script(messages: Any, tools: Any) -> Any:
+        done = [m for m in messages if isinstance(m, ToolResultMessage)]
+        return call("square", x=7) if len(done) < 2 else "49"
+
+    class Recording(ScriptedModel):
+        async def request(self, messages: Any, *, tools: Any = (), settings: Any = None, on_token: Any = None) -> Any:
+            seen_choices.append(settings.tool_choice)
+            return await super().request(messages, tools=tools, settings=settings, on_token=on_token)
+
+    result = await Runner(store).run(agent_with(Recording(script), tools=[square]), "square 7")
+    assert result.ok and result.output == "49" and effects == [7]
+    assert seen_choices == ["auto", "auto", "none"]
+    repeated = [e for e in await events_of(store, result.run_id) if e.type == "tool_failed"]
+    assert repeated[0].kind == "repeated" and "returned: 49" in repeated[0].message

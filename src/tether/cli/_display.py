@@ -16,6 +16,7 @@ from rich.text import Text
 
 from ..agents import RunResult
 from ..journal import (
+    AnswerRejected,
     Event,
     ModelFailed,
     ModelResponded,
@@ -64,7 +65,9 @@ class LiveDisplay:
             if self._live is None:
                 self._t0 = time.perf_counter()
                 self._tokens, self._text = 0, ""
-                self._live = Live(self._generating(), console=self.console, transient=True, refresh_per_second=8)
+                self._live = Live(
+                    self._generating(), console=self.console, transient=True, refresh_per_second=8
+                )
                 self._live.start()
             self._tokens += 1
             self._text += text
@@ -122,6 +125,8 @@ class LiveDisplay:
             return f"  [red]✗ {escape(ev.tool)}[/] [red]{ev.kind}[/]: {escape(short(ev.message, 240))}"
         if isinstance(ev, ModelFailed):
             return f"[red]model failed[/] ({ev.error_type}): {escape(ev.message)}"
+        if isinstance(ev, AnswerRejected):
+            return f"  [yellow]answer sent back:[/] {escape(ev.reason)}"
         if isinstance(ev, RunFinished):
             return None  # the summary follows
         return None
@@ -168,8 +173,10 @@ def _describe(ev: Event) -> str:
         return f"step {ev.step}: {what or 'empty answer'} [{r.finish_reason}, {r.duration_s:.2f}s]"
     if isinstance(ev, UsageCharged):
         u = ev.usage
-        return f"{u.input_tokens} in / {u.output_tokens} out" + (f" ({u.cached_tokens} cached)" if u.cached_tokens else "") + (
-            f", ${ev.cost_usd:.6f}" if ev.cost_usd else ""
+        return (
+            f"{u.input_tokens} in / {u.output_tokens} out"
+            + (f" ({u.cached_tokens} cached)" if u.cached_tokens else "")
+            + (f", ${ev.cost_usd:.6f}" if ev.cost_usd else "")
         )
     if isinstance(ev, ModelFailed):
         return f"{ev.error_type}: {ev.message}" + (" (retryable)" if ev.retryable else "")
@@ -179,13 +186,17 @@ def _describe(ev: Event) -> str:
         return f"{ev.tool} → {short(ev.content, 140)} ({ev.duration_s * 1000:.1f} ms)"
     if isinstance(ev, ToolFailed):
         return f"{ev.tool} {ev.kind}: {short(ev.message, 160)}"
+    if isinstance(ev, AnswerRejected):
+        return ev.reason
     if isinstance(ev, RunFinished):
         out = f" output {short(ev.output, 140)!r}" if ev.output is not None else ""
         return f"{ev.status}: {ev.reason};{out} {ev.steps} steps, {ev.usage.total_tokens} tokens"
     return ""
 
 
-def render_journal(console: Console, info: RunInfo, events: Sequence[StoredEvent], problems: Sequence[str]) -> None:
+def render_journal(
+    console: Console, info: RunInfo, events: Sequence[StoredEvent], problems: Sequence[str]
+) -> None:
     """A run's whole journal, one event a line."""
     style = _status_style(info.status)
     console.print(

@@ -22,7 +22,7 @@ EXPECTED_REFUND = 75.80  # 2 × 37.90, the kettle's unit price in the demo datab
 INSTRUCTIONS = """You are the order-support assistant of a kitchenware shop.
 Rules:
 1. Always call lookup_order first to read the order; never guess prices or quantities.
-2. A refund is the item's unit_price multiplied by the number of items returned. Compute it with the calculator tool.
+2. The refund is the returned item's unit_price multiplied by the number of items returned. Compute it with the calculator tool.
 3. Then answer the customer in one sentence that states the refund amount in dollars.
 """
 
@@ -70,10 +70,10 @@ def lookup_order(order_id: str) -> dict[str, Any]:
 # a refund is computed from an order, so the calculator refuses to run before a successful lookup.
 @tool(idempotent=True, run_in_thread=False, requires=("lookup_order",))
 def calculator(expression: str) -> float:
-    """Evaluate an arithmetic expression such as "(a + b) * c" written with numbers.
+    """Calculate with numbers taken from the order: multiply, divide, add or subtract.
 
     Args:
-        expression: numbers with + - * / and parentheses.
+        expression: the calculation written with numbers and + - * / ( ).
     """
     if len(expression) > 200:
         raise ValueError("the expression is too long; keep it under 200 characters")

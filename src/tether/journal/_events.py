@@ -133,7 +133,14 @@ class ToolFailed(_Event):
     call_id: str
     tool: str
     kind: Literal[
-        "unknown_tool", "invalid_arguments", "ungrounded", "precondition", "raised", "timeout", "in_doubt"
+        "unknown_tool",
+        "invalid_arguments",
+        "ungrounded",
+        "precondition",
+        "repeated",
+        "raised",
+        "timeout",
+        "in_doubt",
     ]
     error_type: str
     message: str

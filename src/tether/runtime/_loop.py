@@ -112,6 +112,11 @@ class _State:
     """What argument values may be traced to: the input, the instructions, tool results."""
     succeeded: set[str] = field(default_factory=set)
     """Tools that have returned successfully in this run (for `requires=`)."""
+    results: dict[tuple[str, str], str] = field(default_factory=dict)
+    """What each (tool, canonical arguments) returned, so that a repeated call is answered, not re-run."""
+    started_args: dict[str, tuple[str, str]] = field(default_factory=dict)
+    force_answer: bool = False
+    """The model repeated a call it already has the result of: its next turn must be text."""
     answers_rejected: int = 0
 
     @classmethod
@@ -128,12 +133,14 @@ class _State:
                 state.usage = state.usage + ev.usage
             elif isinstance(ev, ToolStarted):
                 state.in_doubt.add(ev.call_id)
+                state.started_args[ev.call_id] = (ev.tool, _canonical(ev.arguments))
             elif isinstance(ev, ToolCompleted):
                 state.record_outcome(ev.call_id, ev.tool, ev.content, is_error=False)
             elif isinstance(ev, AnswerRejected):
                 state.record_rejection(ev.message)
             elif isinstance(ev, ToolFailed):
                 state.record_outcome(ev.call_id, ev.tool, ev.message, is_error=True)
+                state.force_answer = ev.kind == "repeated"
             elif isinstance(ev, RunFinished):
                 state.finished = ev
         return state
@@ -141,6 +148,7 @@ class _State:
     def record_response(self, step: int, response: ModelResponse) -> tuple[ToolCall, int] | None:
         """Add the model's answer; returns its call made most often so far in the run, with the count."""
         self.step = step
+        self.force_answer = False
         self.messages.append(
             AssistantMessage(content=response.text, tool_calls=response.tool_calls)
         )
@@ -161,6 +169,9 @@ class _State:
         if not is_error:
             self.evidence.add(content)
             self.succeeded.add(tool)
+            key = self.started_args.pop(call_id, None)
+            if key is not None:
+                self.results[key] = content
         self.messages.append(
             ToolResultMessage(call_id=call_id, name=tool, content=content, is_error=is_error)
         )
@@ -359,7 +370,10 @@ class Runner:
                 # models enforce settings.timeout_s themselves (the contract); a model that does not is
                 # still bounded by the run's timeout around this loop
                 response = await agent.model.request(
-                    state.messages, tools=definitions, settings=settings, on_token=on_token
+                    state.messages,
+                    tools=definitions,
+                    settings=replace(settings, tool_choice="none") if state.force_answer else settings,
+                    on_token=on_token,
                 )
             except (ModelError, ConfigError) as exc:
                 # a ConfigError here is the model's own setup (a missing or corrupt weights file): the run
@@ -417,6 +431,20 @@ class Runner:
             except ToolArgumentsError as exc:
                 self._tool_failed(state, call, "invalid_arguments", "ToolArgumentsError", str(exc))
                 continue
+            previous = state.results.get((call.name, _canonical(call.arguments)))
+            if previous is not None:
+                # small models call a tool again right after reading its result; running it again
+                # would cost a step and, for a write, an effect: hand back the result and ask for the answer
+                self._tool_failed(
+                    state,
+                    call,
+                    "repeated",
+                    "RepeatedCall",
+                    f"{call.name} was already called with these arguments and returned: {previous[:500]}. "
+                    "Do not call it again: use that result and answer the user now.",
+                )
+                state.force_answer = True
+                continue
             missing = [r for r in tool.spec.requires if r not in state.succeeded]
             if missing:
                 self._tool_failed(
@@ -450,6 +478,7 @@ class Runner:
                 continue
             key = f"{state.run_id}:{step}:{call.call_id}"
             args = call.arguments if isinstance(call.arguments, dict) else {}
+            state.started_args[call.call_id] = (call.name, _canonical(args))
             self._add(
                 state,
                 ToolStarted(
