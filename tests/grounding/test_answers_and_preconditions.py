@@ -92,3 +92,18 @@ def test_answer_checks() -> None:
     assert unusable_answer("   ") == "the answer is empty"
     assert unusable_answer('{"name": "refund", "arguments": {}}') is not None
     assert unusable_answer("All good.") is None
+
+
+async def test_a_truncated_answer_is_never_final() -> None:
+    from tether.models import ModelResponse
+
+    cut = ModelResponse(text="To calculate the refund we first", finish_reason="length")
+    a = agent([cut, "Nothing to refund."], grounding=False)
+    result = await Runner(MemoryStore()).run(a, "x")
+    assert result.ok and result.output == "Nothing to refund."
+
+
+async def test_without_grounding_numbers_are_not_checked_but_transcripts_still_are() -> None:
+    a = agent(['{"name": "refund", "arguments": {}}', "It is $49.00."], grounding=False)
+    result = await Runner(MemoryStore()).run(a, "x")
+    assert result.ok and result.output == "It is $49.00."

@@ -96,7 +96,7 @@ def build_agent(*, model: str | None = None) -> Agent:
         instructions=INSTRUCTIONS,
         tools=[lookup_order, calculator],
         model=model,
-        limits=Limits(max_steps=6, max_output_tokens=200, timeout_s=300),
+        limits=Limits(max_steps=8, max_output_tokens=200, timeout_s=300),
         ref="tether.demo:agent",
     )
 

@@ -48,7 +48,9 @@ def ensure_orders_db(path: Path | None = None) -> Path:
         )
         if conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 0:
             for order_id, customer, status, placed_on, items in SEED_ORDERS:
-                conn.execute("INSERT INTO orders VALUES (?, ?, ?, ?)", (order_id, customer, status, placed_on))
+                conn.execute(
+                    "INSERT INTO orders VALUES (?, ?, ?, ?)", (order_id, customer, status, placed_on)
+                )
                 conn.executemany(
                     "INSERT INTO order_items VALUES (?, ?, ?, ?, ?)", [(order_id, *item) for item in items]
                 )
@@ -65,7 +67,8 @@ def fetch_order(order_id: str, path: Path | None = None) -> dict[str, Any] | Non
         if row is None:
             return None
         items = conn.execute(
-            "SELECT sku, name, unit_price, quantity FROM order_items WHERE order_id = ? ORDER BY sku", (order_id,)
+            "SELECT sku, name, unit_price, quantity FROM order_items WHERE order_id = ? ORDER BY sku",
+            (order_id,),
         ).fetchall()
     return {
         "order_id": row[0],

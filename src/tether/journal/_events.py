@@ -146,6 +146,8 @@ class ToolFailed(_Event):
     message: str
     arguments: dict[str, Any] | str | None = None
     duration_s: float = 0.0
+    needs: tuple[str, ...] = ()
+    """For `precondition`: the tools that must succeed first (the model's next turn must call one)."""
 
 
 class AnswerRejected(_Event):

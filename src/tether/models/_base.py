@@ -26,6 +26,8 @@ class ModelSettings:
         timeout_s: how long the call may take before `ModelTimeout`.
         tool_choice: `auto` (text or calls), `required` (must call a tool) or `none` (text only).
         seed: sampling seed, where the backend supports one.
+        allowed_tools: with `tool_choice="required"`, the call must be to one of these (all tools stay
+            in the prompt, so a local model's KV cache still matches). None: any tool.
     """
 
     max_tokens: int = 512
@@ -33,6 +35,7 @@ class ModelSettings:
     timeout_s: float = 120.0
     tool_choice: Literal["auto", "required", "none"] = "auto"
     seed: int | None = 0
+    allowed_tools: tuple[str, ...] | None = None
 
 
 class Model(abc.ABC):

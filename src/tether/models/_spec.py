@@ -50,6 +50,8 @@ def model_from_spec(spec: str) -> Model:
         model, at, base_url = rest.partition("@")
         base_url = base_url if at else os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
         if not model or not base_url:
-            raise ConfigError(f"model {spec!r} needs a model name and a base URL: openai:MODEL@http://host/v1")
+            raise ConfigError(
+                f"model {spec!r} needs a model name and a base URL: openai:MODEL@http://host/v1"
+            )
         return OpenAICompatModel(model, base_url=base_url)
     raise AssertionError(f"provider {provider!r} is listed but not built")

@@ -309,7 +309,9 @@ class LlamaCppModel(Model):
             llm = self._load()
             if not self.reuse_kv_cache:
                 llm.reset()
-            outcome = _Generation(llm, job, self._grammar(job.tools), self._max_tool_calls).run()
+            allowed = job.settings.allowed_tools
+            callable_tools = [t for t in job.tools if t.name in allowed] if allowed else job.tools
+            outcome = _Generation(llm, job, self._grammar(callable_tools or job.tools), self._max_tool_calls).run()
             self.last_stats = outcome.stats
             return outcome
 

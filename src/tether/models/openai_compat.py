@@ -299,7 +299,11 @@ class OpenAICompatModel(Model):
                 for t in tools
             ]
             # sent only with tools: several servers reject a tool_choice that has nothing to choose
-            body["tool_choice"] = settings.tool_choice
+            allowed = settings.allowed_tools
+            if settings.tool_choice == "required" and allowed and len(allowed) == 1:
+                body["tool_choice"] = {"type": "function", "function": {"name": allowed[0]}}
+            else:
+                body["tool_choice"] = settings.tool_choice
         if stream:
             body["stream"] = True
             # without this, OpenAI and vLLM send no usage at all when streaming

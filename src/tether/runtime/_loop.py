@@ -59,6 +59,7 @@ from ..journal import (
 )
 from ..models import (
     AssistantMessage,
+    ModelSettings,
     Message,
     ModelResponse,
     SystemMessage,
@@ -117,6 +118,10 @@ class _State:
     started_args: dict[str, tuple[str, str]] = field(default_factory=dict)
     force_answer: bool = False
     """The model repeated a call it already has the result of: its next turn must be text."""
+    force_tool: bool = False
+    """The model answered with values it never looked up: its next turn must call a tool."""
+    force_tools: tuple[str, ...] = ()
+    """A precondition refused a call: the next turn must call one of these."""
     answers_rejected: int = 0
 
     @classmethod
@@ -137,10 +142,12 @@ class _State:
             elif isinstance(ev, ToolCompleted):
                 state.record_outcome(ev.call_id, ev.tool, ev.content, is_error=False)
             elif isinstance(ev, AnswerRejected):
-                state.record_rejection(ev.message)
+                state.record_rejection(ev.message, ungrounded=bool(ev.values))
             elif isinstance(ev, ToolFailed):
                 state.record_outcome(ev.call_id, ev.tool, ev.message, is_error=True)
                 state.force_answer = ev.kind == "repeated"
+                if ev.needs:
+                    state.force_tools = ev.needs
             elif isinstance(ev, RunFinished):
                 state.finished = ev
         return state
@@ -149,6 +156,8 @@ class _State:
         """Add the model's answer; returns its call made most often so far in the run, with the count."""
         self.step = step
         self.force_answer = False
+        self.force_tool = False
+        self.force_tools = ()
         self.messages.append(
             AssistantMessage(content=response.text, tool_calls=response.tool_calls)
         )
@@ -161,9 +170,10 @@ class _State:
                 worst = (call, count)
         return worst
 
-    def record_rejection(self, message: str) -> None:
+    def record_rejection(self, message: str, *, ungrounded: bool) -> None:
         self.answers_rejected += 1
         self.messages.append(UserMessage(content=message))
+        self.force_tool = ungrounded
 
     def record_outcome(self, call_id: str, tool: str, content: str, *, is_error: bool) -> None:
         if not is_error:
@@ -372,7 +382,7 @@ class Runner:
                 response = await agent.model.request(
                     state.messages,
                     tools=definitions,
-                    settings=replace(settings, tool_choice="none") if state.force_answer else settings,
+                    settings=self._settings_for(state, settings, bool(definitions)),
                     on_token=on_token,
                 )
             except (ModelError, ConfigError) as exc:
@@ -395,7 +405,9 @@ class Runner:
             repeated = state.record_response(step, response)
             state.usage = state.usage + response.usage
             if not response.tool_calls:
-                if agent.grounding and await self._reject_answer(state, step, response.text, limits.max_answer_retries):
+                if await self._reject_answer(
+                    state, step, response, limits.max_answer_retries, check_values=agent.grounding
+                ):
                     if state.finished is not None:
                         return
                     continue
@@ -454,7 +466,9 @@ class Runner:
                     "PreconditionFailed",
                     f"{call.name} was not run: it needs a successful {' and '.join(missing)} call earlier in this "
                     f"run. Call {missing[0]} first.",
+                    needs=tuple(missing),
                 )
+                state.force_tools = tuple(missing)
                 continue
             if agent.grounding and isinstance(call.arguments, dict):
                 ungrounded = find_ungrounded(call.arguments, state.evidence, free_text=tool.spec.free_text)
@@ -530,19 +544,39 @@ class Runner:
                 # this call's effect must never be repeated: its outcome is durable before anything else
                 await self._flush(state)
 
-    async def _reject_answer(self, state: _State, step: int, text: str, retries: int) -> bool:
+    @staticmethod
+    def _settings_for(state: _State, settings: ModelSettings, has_tools: bool) -> ModelSettings:
+        if state.force_answer:
+            return replace(settings, tool_choice="none")
+        if state.force_tools:
+            # a precondition refused the call: the constrained decoder makes the next call the lookup
+            return replace(settings, tool_choice="required", allowed_tools=state.force_tools)
+        if state.force_tool and has_tools:
+            # it answered with numbers it never looked up: constrained decoding makes it call a tool
+            return replace(settings, tool_choice="required")
+        return settings
+
+    async def _reject_answer(
+        self, state: _State, step: int, response: ModelResponse, retries: int, *, check_values: bool
+    ) -> bool:
         """Send an unusable or ungrounded final answer back to the model; True when it was sent back.
 
         Ends the run `failed` (and returns True) once the retries are used up: an answer that is not
-        grounded is never returned as if it were true.
+        grounded is never returned as if it were true. A truncated, empty or transcript-like answer is
+        never an answer, whatever `check_values` says; numbers are checked only with grounding on.
         """
+        text = response.text
         reason = unusable_answer(text)
+        if reason is None and response.finish_reason == "length":
+            reason = "the answer was cut off at the token limit; answer briefly"
         values: list[str] = []
-        if reason is None:
+        if reason is None and check_values:
             values = ungrounded_in_answer(text, state.evidence)
             if not values:
                 return False
             reason = f"the answer states {', '.join(values)}, which appear in no tool result and not in the request"
+        if reason is None:
+            return False
         if state.answers_rejected >= retries:
             await self._finish(state, "failed", f"no grounded answer after {retries + 1} tries: {reason}")
             return True
@@ -556,14 +590,22 @@ class Runner:
                 at=self.clock.now(), step=step, reason=reason, values=tuple(values), message=message
             ),
         )
-        state.record_rejection(message)
+        state.record_rejection(message, ungrounded=bool(values))
         _log.info("answer rejected", run_id=state.run_id, reason=reason)
         return True
 
     # -- journal helpers ------------------------------------------------------------------------------
 
     def _tool_failed(
-        self, state: _State, call: ToolCall, kind: Any, error_type: str, message: str, duration_s: float = 0.0
+        self,
+        state: _State,
+        call: ToolCall,
+        kind: Any,
+        error_type: str,
+        message: str,
+        duration_s: float = 0.0,
+        *,
+        needs: tuple[str, ...] = (),
     ) -> None:
         self._add(
             state,
@@ -577,6 +619,7 @@ class Runner:
                 message=message,
                 arguments=call.arguments,
                 duration_s=duration_s,
+                needs=needs,
             ),
         )
         state.record_outcome(call.call_id, call.name, f"Error: {message}", is_error=True)

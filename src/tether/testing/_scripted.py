@@ -9,7 +9,16 @@ from typing import Any, Union
 import anyio
 
 from ..exceptions import ConfigError
-from ..models import Message, Model, ModelResponse, ModelSettings, TokenCallback, ToolCall, ToolDefinition, Usage
+from ..models import (
+    Message,
+    Model,
+    ModelResponse,
+    ModelSettings,
+    TokenCallback,
+    ToolCall,
+    ToolDefinition,
+    Usage,
+)
 
 __all__ = ["ScriptedModel", "call"]
 
@@ -105,4 +114,6 @@ class ScriptedModel(Model):
         if isinstance(item, str):
             return ModelResponse(text=item, usage=self._usage, model=self._name)
         calls = (item,) if isinstance(item, ToolCall) else tuple(item)
-        return ModelResponse(tool_calls=calls, usage=self._usage, model=self._name, finish_reason="tool_calls")
+        return ModelResponse(
+            tool_calls=calls, usage=self._usage, model=self._name, finish_reason="tool_calls"
+        )
