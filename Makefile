@@ -41,6 +41,6 @@ guardrails-data: setup
 guardrails-train: guardrails-data
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/data/guardrails/train_injection_head.py
 
-## lock: re-pin every dependency after changing pyproject.toml
+## lock: re-pin every dependency after changing pyproject.toml (setup installs within these pins)
 lock:
 	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
