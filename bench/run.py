@@ -23,10 +23,10 @@ from _common import Skip, format_table, log, machine, skipped, write_results
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "latest.json"
 
-MODULES: tuple[str, ...] = ("core",)
+MODULES: tuple[str, ...] = ("core", "workers")
 """The benchmark modules `make bench` runs, in order (`bench/<name>.py`)."""
 
-_OWN_PACKAGES = {"tether", "_common", *MODULES}
+_OWN_PACKAGES = {"tether", "_common", "_workers_agent", *MODULES}
 
 
 def _load(name: str) -> ModuleType:

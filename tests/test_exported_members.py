@@ -14,7 +14,10 @@ PUBLIC = {
     "tether.testing": ["FakeClock", "ScriptedModel", "call"],
     "tether.tools": ["Risk", "Tool", "ToolContext", "ToolSpec", "render_output", "tool"],
     "tether.agents": ["DEFAULT_MODEL", "Agent", "Limits", "RunResult", "load_agent"],
-    "tether.runtime": ["RunObserver", "Runner", "new_run_id", "run", "run_sync"],
+    "tether.runtime": [
+        "RunObserver", "RunState", "Runner", "fork", "new_run_id", "replay", "run", "run_sync",
+    ],
+    "tether.workers": ["Worker", "WorkerStats", "cancel", "submit"],
 }
 
 

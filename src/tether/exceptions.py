@@ -8,6 +8,7 @@ TetherError
 ├── StoreError                  the journal could not be read or written
 │   ├── StoreUnavailable        read-only file, locked database, server gone (retryable)
 │   ├── JournalConflict         someone else appended to the run first (fencing, retryable)
+│   ├── LeaseLost               another worker took the run over; this one must stop writing to it
 │   └── RunNotFound             no run with that id in the store
 ├── ModelError                  a model call failed (see `retryable`, `retry_after`)
 │   ├── ModelUnreachable        could not connect, or the connection dropped
@@ -36,6 +37,7 @@ __all__ = [
     "AgentNotFound",
     "ConfigError",
     "JournalConflict",
+    "LeaseLost",
     "ModelAuthError",
     "ModelError",
     "ModelFileError",
@@ -116,6 +118,17 @@ class JournalConflict(StoreError):
     """Another writer appended to this run first; the caller's view of the journal is stale."""
 
     retryable = True
+
+
+class LeaseLost(StoreError):
+    """The lease a worker wrote under is no longer the run's: another worker took the run over.
+
+    The store refused the write, so the journal holds only the new holder's events. The worker that gets
+    this must stop working on the run (it is not failed: the new holder carries it on). Retrying the
+    same write can never succeed, hence `retryable` is False.
+    """
+
+    retryable = False
 
 
 class RunNotFound(StoreError):

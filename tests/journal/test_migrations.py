@@ -182,7 +182,9 @@ def test_sqlite_concurrent_openers_migrate_once(tmp_path: Path) -> None:
         t.join()
     assert errors == []
     with sqlite3.connect(path) as conn:
-        assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations")] == [1, 2]
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations")] == [
+            m.version for m in MIGRATIONS
+        ]
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------------

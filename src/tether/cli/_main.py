@@ -117,12 +117,47 @@ def _exit_for(result: RunResult) -> NoReturn:
 @click.argument("agent_ref", metavar="MODULE:AGENT")
 @click.option("--input", "-i", "input_text", required=True, help="The user's input ('-' reads stdin).")
 @click.option("--user", "user_id", default=None, help="The user the run is for (recorded in the journal).")
+@click.option("--detach", is_flag=True, help="Queue the run for `tether worker`; print its id and exit.")
+@click.option(
+    "--idempotency-key",
+    default=None,
+    metavar="KEY",
+    help="With --detach: submitting again with this key creates nothing and prints the first run's id.",
+)
 @store_option
 @json_option
-def run(agent_ref: str, input_text: str, user_id: str | None, store: str | None, as_json: bool) -> None:
+def run(
+    agent_ref: str,
+    input_text: str,
+    user_id: str | None,
+    detach: bool,
+    idempotency_key: str | None,
+    store: str | None,
+    as_json: bool,
+) -> None:
     """Run an agent defined in Python (`package.module:agent` or `file.py:agent`)."""
     if input_text == "-":
         input_text = sys.stdin.read()
+    if idempotency_key is not None and not detach:
+        _fail("--idempotency-key applies to queued runs; add --detach")
+    if detach:
+
+        async def submit() -> str:
+            agent = load_agent(agent_ref)
+            s = _open(store)
+            try:
+                return await Runner(s).submit(
+                    agent, input_text, user_id=user_id, idempotency_key=idempotency_key
+                )
+            finally:
+                await s.aclose()
+
+        run_id = _run_async(submit)
+        if as_json:
+            _emit_json({"run_id": run_id, "status": "pending", "store": store_url(store)})
+        else:
+            click.echo(run_id)
+        return
 
     async def go() -> RunResult:
         agent = load_agent(agent_ref)

@@ -19,6 +19,7 @@ from ._events import event_adapter as event_adapter
 from ._open import DEFAULT_STORE as DEFAULT_STORE
 from ._open import open_store as open_store
 from ._open import store_url as store_url
+from ._store import Lease as Lease
 from ._store import RunInfo as RunInfo
 from ._store import Store as Store
 from ._store import chain_hash as chain_hash
@@ -30,6 +31,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "AnswerRejected",
     "Event",
+    "Lease",
     "MemoryStore",
     "ModelFailed",
     "ModelResponded",

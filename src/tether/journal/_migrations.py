@@ -188,6 +188,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX leases_pending ON leases (ready_at) WHERE ready_at IS NOT NULL",
         ),
     ),
+    Migration(
+        version=3,
+        name="idempotent run submission",
+        # The key a client submitted a run with (`enqueue(..., idempotency_key=...)`). Unique, so two
+        # submissions with one key, even at the same instant from two hosts, create one run: the second
+        # insert conflicts and reads the first run's id instead. Partial: most runs have no key.
+        sqlite=(
+            "ALTER TABLE runs ADD COLUMN idempotency_key TEXT",
+            "CREATE UNIQUE INDEX runs_by_idempotency_key ON runs (idempotency_key) "
+            "WHERE idempotency_key IS NOT NULL",
+        ),
+        postgres=(
+            "ALTER TABLE runs ADD COLUMN idempotency_key TEXT",
+            "CREATE UNIQUE INDEX runs_by_idempotency_key ON runs (idempotency_key) "
+            "WHERE idempotency_key IS NOT NULL",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

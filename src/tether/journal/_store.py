@@ -3,17 +3,34 @@
 A store keeps two things: the journal (one append-only, hash-chained sequence of events per run) and a
 summary row per run (status, usage, output) derived from the journal inside the same transaction, so
 listing runs never has to read journals and the two can never disagree.
+
+It is also the queue of runs for workers. A run submitted with `enqueue` waits, `pending`, until a worker
+`claim`s it; the claim is a lease: the worker holds the run for `lease_s` seconds, `renew`s it with
+heartbeats and `release`s it when done. A worker that dies stops renewing; once its lease expires,
+another worker claims the run and resumes it from its journal. Every claim gives the lease a higher
+`epoch`, and a worker presents its lease with each append (`append(..., lease=...)`): the store checks
+the epoch in the same transaction as the write and refuses it with `LeaseLost` when the run has been
+taken over, so a worker that was only paused (a long GC pause, SIGSTOP, a VM migration) can never write
+into a journal another worker now owns.
+
+Lease times are the store's own clock (PostgreSQL: the server's; SQLite and memory: the store's
+`clock`), so workers whose clocks disagree still agree on when a lease has expired. A clock that jumps
+forward makes leases expire early: the run is taken over sooner than needed and the old holder's next
+write is refused, which is safe. A clock that jumps back delays the takeover of a dead worker's runs by
+the size of the jump.
 """
 
 from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ..exceptions import ConfigError, LeaseLost, StoreError
 from ._events import (
     TERMINAL_STATUSES,
     Event,
@@ -26,7 +43,7 @@ from ._events import (
     UsageCharged,
 )
 
-__all__ = ["GENESIS_HASH", "RunInfo", "Store", "chain_hash", "verify_chain"]
+__all__ = ["GENESIS_HASH", "Lease", "RunInfo", "Store", "chain_hash", "verify_chain"]
 
 GENESIS_HASH = "0" * 64
 
@@ -68,6 +85,62 @@ class RunInfo(BaseModel):
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lease:
+    """A worker's hold on a run, as `Store.claim` (or `seize`) granted it.
+
+    Attributes:
+        run_id: the run held.
+        worker_id: who holds it.
+        epoch: the fencing token: it grows with every claim, release and takeover of the run, and the
+            store refuses an append whose lease has an older epoch than the run's.
+        expires_at: when the lease lapses unless renewed, in seconds since the epoch on the store's clock.
+        lease_s: the lease's length; `renew` extends it by this much again.
+    """
+
+    run_id: str
+    worker_id: str
+    epoch: int
+    expires_at: float
+    lease_s: float
+
+
+def lease_lost(run_id: str, lease: Lease, now_epoch: int | None, holder: str | None) -> LeaseLost:
+    """The error for a write or renewal under a lease the run has moved on from."""
+    if now_epoch is None:
+        detail = "the run has no lease at all now (it was deleted, or never queued)"
+    else:
+        by = f"worker {holder!r}" if holder else "a release or another worker"
+        detail = f"its lease is at epoch {now_epoch}, taken by {by}"
+    return LeaseLost(
+        f"another worker took run {run_id!r} over: worker {lease.worker_id!r} held lease epoch "
+        f"{lease.epoch} but {detail}; this worker must stop writing to it (the run is not failed: "
+        "its new holder carries it on)"
+    )
+
+
+def check_history(history: Sequence[Event]) -> list[Event]:
+    if any(isinstance(ev, (RunStarted, RunFinished)) for ev in history):
+        raise ConfigError(
+            "a queued run's history cannot start or finish it: pass the events after run_started and "
+            "before run_finished"
+        )
+    return list(history)
+
+
+def check_lease_s(lease_s: float) -> float:
+    if not lease_s > 0:
+        raise ConfigError(f"lease_s must be a positive number of seconds; got {lease_s!r}")
+    return float(lease_s)
+
+
+def not_finished(run_id: str, status: str) -> StoreError:
+    return StoreError(
+        f"run {run_id!r} is {status}, not finished; only finished runs can be deleted: "
+        f"cancel it first (`tether runs cancel {run_id}`)"
+    )
 
 
 def summarize(info: dict[str, Any], events: Sequence[Event]) -> dict[str, Any]:
@@ -145,32 +218,116 @@ def verify_chain(run_id: str, rows: Sequence[tuple[int, str, str]], info: RunInf
 
 
 class Store(abc.ABC):
-    """Where runs and their journals live.
+    """Where runs and their journals live, and the queue workers claim runs from.
 
-    Implementations: `MemoryStore` (tests), `SQLiteStore` (the embedded default). Every one passes the
-    same contract suite (`tests/journal/test_store_contract.py`).
+    Implementations: `MemoryStore` (tests, one process), `SQLiteStore` (the embedded default; several
+    processes on one host), `PostgresStore` (many workers on many hosts). Every one passes the same
+    contract suite (`tests/journal/test_store_contract.py`).
     """
 
     @abc.abstractmethod
-    async def create_run(self, run_id: str, started: RunStarted) -> None:
-        """Create a run whose journal begins with `started`.
+    async def create_run(self, run_id: str, started: RunStarted, *, history: Sequence[Event] = ()) -> None:
+        """Create a run whose journal begins with `started`, for the caller to drive (not queued).
+
+        Args:
+            history: events that follow `started`, written in the same transaction (a fork's copy of
+                another run's journal). They must not finish the run.
 
         Raises:
             StoreError: a run with that id exists already.
+            ConfigError: `history` finishes the run.
         """
 
     @abc.abstractmethod
-    async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> int:
+    async def enqueue(
+        self,
+        run_id: str,
+        started: RunStarted,
+        *,
+        idempotency_key: str | None = None,
+        history: Sequence[Event] = (),
+    ) -> str:
+        """Create a run whose journal begins with `started`, `pending`, for a worker to claim.
+
+        Args:
+            run_id: the new run's id.
+            idempotency_key: the submitter's key for this submission. A second submission with the same
+                key (at the same time from another process, or later) creates nothing and gets the first
+                run's id: a client that retries a submission it is unsure about cannot start a run twice.
+            history: events that follow `started`, written in the same transaction (a fork's copy of
+                another run's journal), so no worker can claim the run before they are in. They must
+                not finish the run.
+
+        Returns:
+            The id of the run: `run_id`, or the first run's id when the key was used before.
+
+        Raises:
+            StoreError: a run with that id exists already (and the key is not its key).
+            ConfigError: `history` finishes the run.
+        """
+
+    @abc.abstractmethod
+    async def claim(self, worker_id: str, *, lease_s: float) -> Lease | None:
+        """Take the oldest runnable run for `worker_id`, leased for `lease_s` seconds.
+
+        Runnable: queued (pending, or released unfinished) and not leased, or leased by a worker whose
+        lease expired (a dead or stalled worker's). Each claim raises the run's lease epoch, which fences
+        out the previous holder. Concurrent claimers never get the same run.
+
+        Returns:
+            The lease, or None when nothing is runnable.
+        """
+
+    @abc.abstractmethod
+    async def renew(self, lease: Lease) -> Lease:
+        """Extend a held lease by its `lease_s` from now (a heartbeat).
+
+        A lease that expired but that no one has claimed since is still the run's, and is renewed.
+
+        Raises:
+            LeaseLost: the run was claimed by another worker, released or seized since.
+        """
+
+    @abc.abstractmethod
+    async def release(self, lease: Lease, *, delay_s: float = 0.0) -> bool:
+        """Give a run up. An unfinished run goes back to the queue, claimable after `delay_s`.
+
+        Releasing raises the epoch, so nothing can be written under the released lease afterwards.
+
+        Returns:
+            True when released; False when the lease had been lost already (nothing changed).
+        """
+
+    @abc.abstractmethod
+    async def seize(self, run_id: str, worker_id: str, *, lease_s: float) -> Lease:
+        """Take a run's lease now, whoever holds it (an operator's cancel, a forced takeover).
+
+        Works on any run, queued or not; the current holder's next write fails with `LeaseLost`. A run
+        that was not queued is not put in the queue by this.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+
+    @abc.abstractmethod
+    async def append(
+        self, run_id: str, events: Sequence[Event], *, expected_seq: int, lease: Lease | None = None
+    ) -> int:
         """Append events atomically, as one transaction.
+
+        Appending `RunFinished` also takes the run out of the queue, in the same transaction.
 
         Args:
             expected_seq: the sequence number the first event must get (the number of events the caller
                 knows of). Anything else means another writer got there first.
+            lease: the caller's lease on the run (workers). The write is refused unless it is still the
+                run's lease. Without one (a single embedded process) no lease is checked.
 
         Returns:
             The sequence number the next event will get.
 
         Raises:
+            LeaseLost: `lease` is no longer the run's; another worker took it over.
             JournalConflict: the journal has moved on since the caller read it.
             RunNotFound: no such run.
             StoreUnavailable: the store cannot be written now (read-only, locked).
@@ -194,13 +351,52 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_runs(
-        self, *, status: str | None = None, agent: str | None = None, limit: int = 50
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        updated_before: float | None = None,
     ) -> list[RunInfo]:
-        """Runs, newest first, optionally filtered by status and agent name."""
+        """Runs, newest first, optionally filtered by status, agent name and last update."""
 
     @abc.abstractmethod
     async def verify(self, run_id: str) -> list[str]:
         """Check the run's journal against its hash chain; returns the problems found (none: intact)."""
+
+    @abc.abstractmethod
+    async def delete(self, run_id: str) -> None:
+        """Remove a finished run: its journal, its summary and its lease, in one transaction.
+
+        Raises:
+            RunNotFound: no such run.
+            StoreError: the run has not finished (cancel it first).
+        """
+
+    async def prune(
+        self, *, before: float, statuses: Collection[str] = ("completed",), batch: int = 500
+    ) -> list[str]:
+        """Delete the finished runs with one of `statuses` whose last event is older than `before`.
+
+        Returns:
+            The ids of the runs deleted.
+        """
+        unknown = sorted(set(statuses) - TERMINAL_STATUSES)
+        if unknown:
+            raise ConfigError(
+                f"only finished runs can be pruned; {unknown} are not finished statuses "
+                f"(use {sorted(TERMINAL_STATUSES)})"
+            )
+        deleted: list[str] = []
+        for status in sorted(statuses):
+            while True:
+                found = await self.list_runs(status=status, updated_before=before, limit=batch)
+                for info in found:
+                    await self.delete(info.run_id)
+                    deleted.append(info.run_id)
+                if len(found) < batch:
+                    break
+        return deleted
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files."""

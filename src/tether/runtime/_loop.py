@@ -23,7 +23,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from ..agents import Agent, RunResult, load_agent
 from ..grounding import Evidence, find_ungrounded, ungrounded_in_answer, unusable_answer
 from ..exceptions import (
     ConfigError,
+    LeaseLost,
     ModelError,
     ModelTimeout,
     StoreError,
@@ -44,6 +45,7 @@ from ..exceptions import (
 from ..journal import (
     AnswerRejected,
     Event,
+    Lease,
     ModelFailed,
     ModelResponded,
     RunFinished,
@@ -123,6 +125,10 @@ class _State:
     force_tools: tuple[str, ...] = ()
     """A precondition refused a call: the next turn must call one of these."""
     answers_rejected: int = 0
+    lease: Lease | None = None
+    """The worker's lease on the run, presented with every append (None: an embedded run)."""
+    stop: Callable[[], bool] | None = None
+    """Asked before each step; True hands the run back unfinished (a worker shutting down)."""
 
     @classmethod
     def rebuild(cls, run_id: str, events: Sequence[Event]) -> _State:
@@ -250,21 +256,8 @@ class Runner:
         Raises:
             StoreError: the journal could not be written; the run cannot go on safely.
         """
-        if not isinstance(input, str):
-            raise ConfigError(f"run input must be a string; got {type(input).__name__}")
         run_id = run_id or new_run_id()
-        started = RunStarted(
-            at=self.clock.now(),
-            agent=agent.name,
-            agent_ref=agent.ref,
-            input=input,
-            model=agent.model_name,
-            instructions=agent.instructions,
-            tools=tuple(agent.tools),
-            limits=agent.limits.as_dict(),
-            user_id=user_id,
-            metadata=metadata or {},
-        )
+        started = self._started(agent, input, user_id=user_id, metadata=metadata)
         await self.store.create_run(run_id, started)
         self._notify(run_id, started)
         state = _State(
@@ -276,8 +269,64 @@ class Runner:
         )
         return await self._drive(agent, state)
 
-    async def resume(self, run_id: str, agent: Agent | None = None) -> RunResult:
-        """Continue a run from its journal (after a crash, a restart or a stop).
+    async def submit(
+        self,
+        agent: Agent,
+        input: str,
+        *,
+        run_id: str | None = None,
+        idempotency_key: str | None = None,
+        user_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        """Queue a run of `agent` on `input` for a worker (`tether worker`); nothing runs here.
+
+        Args:
+            idempotency_key: the caller's key for this submission; submitting again with the same key
+                creates nothing and returns the first run's id.
+
+        Returns:
+            The run's id.
+
+        Raises:
+            ConfigError: the agent cannot be imported by another process (it has no `ref`).
+        """
+        if agent.ref is None:
+            raise ConfigError(
+                f"agent {agent.name!r} cannot be submitted: workers import the agent to run it, and it is "
+                "not defined at module level of an importable module; define it there or pass "
+                "ref='module:attr'"
+            )
+        started = self._started(agent, input, user_id=user_id, metadata=metadata)
+        return await self.store.enqueue(run_id or new_run_id(), started, idempotency_key=idempotency_key)
+
+    def _started(
+        self, agent: Agent, input: str, *, user_id: str | None, metadata: dict[str, Any] | None
+    ) -> RunStarted:
+        if not isinstance(input, str):
+            raise ConfigError(f"run input must be a string; got {type(input).__name__}")
+        return RunStarted(
+            at=self.clock.now(),
+            agent=agent.name,
+            agent_ref=agent.ref,
+            input=input,
+            model=agent.model_name,
+            instructions=agent.instructions,
+            tools=tuple(agent.tools),
+            limits=agent.limits.as_dict(),
+            user_id=user_id,
+            metadata=metadata or {},
+        )
+
+    async def resume(
+        self,
+        run_id: str,
+        agent: Agent | None = None,
+        *,
+        lease: Lease | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> RunResult:
+        """Continue a run from its journal (after a crash, a restart or a stop), or start a queued one.
 
         Recorded model responses and completed tool calls are reused, not repeated. A call that had
         started but not finished is re-run with the same idempotency key if its tool is `idempotent`;
@@ -285,13 +334,19 @@ class Runner:
 
         Args:
             agent: the agent to continue with; by default the one the run recorded (`agent_ref`).
+            lease: the worker's lease on the run (from `Store.claim`); every append presents it, so that
+                once another worker has taken the run over nothing more is written from here.
+            stop: asked before each step (model call); when it returns True the run is handed back
+                unfinished, its steps so far journaled, and the result's status is not a terminal one.
 
         Raises:
             RunNotFound: no such run.
             AgentNotFound: the agent cannot be imported in this process.
+            LeaseLost: another worker took the run over; it was left to that worker, not failed.
         """
         stored = await self.store.load(run_id)
         state = _State.rebuild(run_id, [s.event for s in stored])
+        state.lease, state.stop = lease, stop
         if agent is None:
             ref = state.started.agent_ref
             if ref is None:
@@ -327,9 +382,15 @@ class Runner:
                     state, "timed_out", f"the run took longer than its timeout of {limits.timeout_s:g}s"
                 )
         except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
-            if state.finished is None:
+            # Under a lease the run belongs to the queue: a worker being stopped is not anyone cancelling
+            # the run, which goes on elsewhere (cancelling a queued run is `tether runs cancel`).
+            if state.finished is None and state.lease is None:
                 with anyio.CancelScope(shield=True):
                     await self._finish(state, "cancelled", "the run was cancelled (interrupted)")
+            raise
+        except LeaseLost as exc:
+            # not a failure of the run: its new holder carries it on; only this process stops
+            _log.warning("lease lost; another worker has the run now", run_id=state.run_id, error=str(exc))
             raise
         except StoreError as exc:
             _log.error("journal write failed; the run stops here", run_id=state.run_id, error=str(exc))
@@ -359,6 +420,11 @@ class Runner:
             if state.outstanding:
                 await self._run_calls(agent, state)
                 continue
+            if state.stop is not None and state.stop():
+                # between steps: everything done so far is journaled, and the next holder starts here
+                await self._flush(state)
+                _log.info("run handed back between steps", run_id=state.run_id, step=state.step)
+                return
             if state.step >= limits.max_steps:
                 await self._finish(
                     state, "max_steps", f"reached max_steps={limits.max_steps} without a final answer"
@@ -648,7 +714,9 @@ class Runner:
 
     async def _flush(self, state: _State) -> None:
         if state.buffer:
-            state.seq = await self.store.append(state.run_id, state.buffer, expected_seq=state.seq)
+            state.seq = await self.store.append(
+                state.run_id, state.buffer, expected_seq=state.seq, lease=state.lease
+            )
             state.buffer.clear()
 
     async def _finish(
@@ -681,7 +749,18 @@ class Runner:
 
     def _result(self, agent: Agent, state: _State, duration_s: float) -> RunResult:
         finished = state.finished
-        assert finished is not None
+        if finished is None:  # handed back by `stop`
+            return RunResult(
+                run_id=state.run_id,
+                agent=agent.name,
+                status="running",
+                reason=f"handed back unfinished after step {state.step}; the next worker carries it on",
+                output=None,
+                steps=state.step,
+                usage=state.usage,
+                duration_s=duration_s,
+                store=repr(self.store),
+            )
         return RunResult(
             run_id=state.run_id,
             agent=agent.name,

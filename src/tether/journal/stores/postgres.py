@@ -15,6 +15,14 @@ A connection the server dropped (a restart, a failover) is replaced and the call
 write whose commit was in flight when the connection died is recognised on that retry by its hash: the
 journal either holds exactly those events, and the write succeeded, or it does not, and it is made now.
 
+Workers claim runs from the `leases` table with `FOR UPDATE SKIP LOCKED`, so concurrent claimers on
+any number of hosts never wait for each other and never get the same run. Lease times are the server's
+clock, the one clock all workers share. A leased append takes a `FOR SHARE` lock on the run's lease row
+in the same statement as its write, and writes only if the lease still has the writer's epoch: a claim
+(which updates that row) either commits before the append, which then matches nothing and fails with
+`LeaseLost`, or waits until the append has committed and then loads a journal that includes it. The lease
+row is always locked before the run's row, by every statement that takes both, so they cannot deadlock.
+
 The tables live in their own schema (default `tether`), created and upgraded on first use by the
 versioned migrations in `tether.journal._migrations`. Events are stored as the exact JSON text their
 hash covers (a TEXT column), so `verify` recomputes every hash over the bytes that were written.
@@ -42,9 +50,21 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("install 'tether[postgres]' to use PostgresStore") from exc
 
 from ...exceptions import ConfigError, JournalConflict, RunNotFound, StoreError, StoreUnavailable
-from .._events import Event, RunStarted, StoredEvent, event_adapter
+from .._events import TERMINAL_STATUSES, Event, RunFinished, RunStarted, StoredEvent, event_adapter
 from .._migrations import check_schema_name, migrate_postgres
-from .._store import RunInfo, Store, chain_hash, new_summary, summarize, verify_chain
+from .._store import (
+    Lease,
+    RunInfo,
+    Store,
+    chain_hash,
+    check_history,
+    check_lease_s,
+    lease_lost,
+    new_summary,
+    not_finished,
+    summarize,
+    verify_chain,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -107,21 +127,98 @@ class _Queries:
         # NO KEY UPDATE, not UPDATE: it serialises appenders just the same, but does not block the
         # KEY SHARE lock a foreign key (a lease row) takes on the run, so enqueueing never waits on a write.
         self.lock_run = f"SELECT {', '.join(_MUTABLE_FIELDS)} FROM {runs} WHERE run_id = %s FOR NO KEY UPDATE"
-        # One statement, so one round trip and an atomic commit even outside a transaction block: the
-        # events go in only if the run's row still has the count and head the writer built on. The
-        # UPDATE takes the row lock; a writer that lost the race re-checks the WHERE against the
-        # winner's row (READ COMMITTED), matches nothing and inserts nothing.
-        self.append = (
-            f"WITH run AS (UPDATE {runs} SET {', '.join(f'{f} = %({f})s' for f in _MUTABLE_FIELDS)} "
-            "WHERE run_id = %(run_id)s AND event_count = %(expected_seq)s AND head_hash = %(prev_hash)s "
-            f"RETURNING run_id) INSERT INTO {events} (run_id, seq, type, at, data, hash) "
-            f"SELECT run.run_id, e.seq, e.type, e.at, e.data, e.hash FROM run, {new_events}"
-        )
         self.create = (
             f"WITH run AS (INSERT INTO {runs} ({cols}) VALUES ({', '.join(f'%({f})s' for f in _RUN_FIELDS)}) "
             f"RETURNING run_id) INSERT INTO {events} (run_id, seq, type, at, data, hash) "
             f"SELECT run.run_id, e.seq, e.type, e.at, e.data, e.hash FROM run, {new_events}"
         )
+        # --- the queue -------------------------------------------------------------------------------
+        leases = f'"{schema}".leases'
+        now = "extract(epoch FROM now())::float8"  # the server's clock, shared by every worker
+        finished = ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
+        # A run, its first event and its queue row in one statement. A second submission with the same
+        # key waits on the unique index for the first to commit, then inserts nothing and returns no
+        # row; the caller reads the first run's id. A clash of run ids is not arbitrated: it raises.
+        self.enqueue = (
+            f"WITH run AS (INSERT INTO {runs} ({cols}, idempotency_key) "
+            f"VALUES ({', '.join(f'%({f})s' for f in _RUN_FIELDS)}, %(idempotency_key)s) "
+            "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING run_id), "
+            f"ev AS (INSERT INTO {events} (run_id, seq, type, at, data, hash) "
+            f"SELECT run.run_id, e.seq, e.type, e.at, e.data, e.hash FROM run, {new_events}), "
+            f"queued AS (INSERT INTO {leases} (run_id, epoch, ready_at) SELECT run_id, 0, {now} FROM run) "
+            "SELECT run_id FROM run"
+        )
+        self.run_by_key = f"SELECT run_id FROM {runs} WHERE idempotency_key = %s"
+        # The oldest runnable run; SKIP LOCKED passes over rows another claimer (or a leased append)
+        # holds, so claimers never queue behind each other. `=` on a LIMIT 1 subquery: an InitPlan,
+        # run once.
+        self.claim = (
+            f"UPDATE {leases} SET worker_id = %(worker_id)s, epoch = epoch + 1, "
+            f"expires_at = {now} + %(lease_s)s WHERE run_id = (SELECT run_id FROM {leases} "
+            f"WHERE ready_at IS NOT NULL AND ready_at <= {now} AND (worker_id IS NULL OR expires_at < {now}) "
+            "ORDER BY ready_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING run_id, epoch, expires_at"
+        )
+        self.renew = (
+            f"UPDATE {leases} SET expires_at = {now} + %(lease_s)s "
+            "WHERE run_id = %(run_id)s AND epoch = %(epoch)s RETURNING expires_at"
+        )
+        self.release = (
+            f"UPDATE {leases} SET worker_id = NULL, expires_at = NULL, epoch = epoch + 1, "
+            f"ready_at = CASE WHEN ready_at IS NULL OR (SELECT status FROM {runs} r "
+            f"WHERE r.run_id = %(run_id)s) IN ({finished}) THEN NULL ELSE {now} + %(delay_s)s END "
+            "WHERE run_id = %(run_id)s AND epoch = %(epoch)s"
+        )
+        self.seize = (
+            f"INSERT INTO {leases} AS l (run_id, worker_id, epoch, expires_at) "
+            f"SELECT run_id, %(worker_id)s, 1, {now} + %(lease_s)s FROM {runs} WHERE run_id = %(run_id)s "
+            "ON CONFLICT (run_id) DO UPDATE SET worker_id = EXCLUDED.worker_id, epoch = l.epoch + 1, "
+            "expires_at = EXCLUDED.expires_at RETURNING epoch, expires_at"
+        )
+        self.lease_of = f"SELECT epoch, worker_id FROM {leases} WHERE run_id = %s"
+        self.lock_lease = f"SELECT epoch, worker_id FROM {leases} WHERE run_id = %s FOR SHARE"
+        self.finish_queue = f"UPDATE {leases} SET ready_at = NULL WHERE run_id = %s"
+        self.lock_for_delete = f"SELECT status FROM {runs} WHERE run_id = %s FOR UPDATE"
+        self.delete_events = f"DELETE FROM {events} WHERE run_id = %s"
+        self.delete_run = f"DELETE FROM {runs} WHERE run_id = %s"  # its lease row goes by ON DELETE CASCADE
+        # One statement, so one round trip and an atomic commit even outside a transaction block: the
+        # events go in only if the run's row still has the count and head the writer built on. The
+        # UPDATE takes the row lock; a writer that lost the race re-checks the WHERE against the
+        # winner's row (READ COMMITTED), matches nothing and inserts nothing.
+        # It comes in four forms: with a lease to check or not, finishing the run or not.
+        set_run = ", ".join(f"{f} = %({f})s" for f in _MUTABLE_FIELDS)
+        insert_events = (
+            f"INSERT INTO {events} (run_id, seq, type, at, data, hash) "
+            f"SELECT run.run_id, e.seq, e.type, e.at, e.data, e.hash FROM run, {new_events}"
+        )
+        self._appends: dict[tuple[bool, bool], str] = {}
+        for leased in (False, True):
+            for finishing in (False, True):
+                ctes = []
+                condition = ""
+                if leased:
+                    # Locked before the run's row (see the module docstring); held until commit.
+                    ctes.append(
+                        f"lease AS (SELECT 1 FROM {leases} WHERE run_id = %(run_id)s AND epoch = %(epoch)s "
+                        "FOR SHARE)"
+                    )
+                    condition = " AND EXISTS (SELECT 1 FROM lease)"
+                ctes.append(
+                    f"run AS (UPDATE {runs} SET {set_run} WHERE run_id = %(run_id)s "
+                    "AND event_count = %(expected_seq)s AND head_hash = %(prev_hash)s"
+                    f"{condition} RETURNING run_id)"
+                )
+                if finishing:
+                    # a finished run leaves the queue in the same transaction as its last event
+                    ctes.append(
+                        f"done AS (UPDATE {leases} SET ready_at = NULL "
+                        "WHERE run_id IN (SELECT run_id FROM run))"
+                    )
+                self._appends[leased, finishing] = f"WITH {', '.join(ctes)} {insert_events}"
+        self.append = self._appends[False, False]
+
+    def append_for(self, *, leased: bool, finishing: bool) -> str:
+        """The append statement for a write with or without a lease, that does or does not finish the run."""
+        return self._appends[leased, finishing]
 
 
 @dataclass
@@ -405,9 +502,9 @@ class PostgresStore(Store):
 
     # --- the contract --------------------------------------------------------------------------------
 
-    async def create_run(self, run_id: str, started: RunStarted) -> None:
+    async def create_run(self, run_id: str, started: RunStarted, *, history: Sequence[Event] = ()) -> None:
         summary = new_summary(run_id)
-        rows = _event_rows(run_id, summary, [started], 0)
+        rows = _event_rows(run_id, summary, [started, *check_history(history)], 0)
         params = {**summary, **_event_params(rows)}
 
         async def body(conn: psycopg.AsyncConnection[Any], attempt: _Attempt) -> None:
@@ -425,9 +522,132 @@ class PostgresStore(Store):
             await self._transact(f"create run {run_id!r}", body)
         self._remember(run_id, summary)
 
-    async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> int:
+    async def enqueue(
+        self,
+        run_id: str,
+        started: RunStarted,
+        *,
+        idempotency_key: str | None = None,
+        history: Sequence[Event] = (),
+    ) -> str:
+        summary = new_summary(run_id)
+        rows = _event_rows(run_id, summary, [started, *check_history(history)], 0)
+        summary["status"] = "pending"
+        params = {**summary, **_event_params(rows), "idempotency_key": idempotency_key}
+
+        async def body(conn: psycopg.AsyncConnection[Any], attempt: _Attempt) -> str:
+            attempt.committing = True
+            try:
+                cur = await conn.execute(self._q.enqueue, params)
+                row = await cur.fetchone()
+            except pg_errors.UniqueViolation:
+                if attempt.after_in_doubt:
+                    cur = await conn.execute(self._q.first_hash, (run_id,))
+                    if await cur.fetchone() == (rows[0][5],):
+                        return run_id  # the try whose connection died had committed it: this very run
+                raise StoreError(f"a run with id {run_id!r} exists already; use a new run id") from None
+            if row is not None:
+                return str(row[0])
+            # The key was taken (by an earlier submission, or by our own try that lost its connection
+            # while committing): the run it created is the answer.
+            attempt.committing = False
+            cur = await conn.execute(self._q.run_by_key, (idempotency_key,))
+            found = await cur.fetchone()
+            if found is None:  # its run was deleted between the two statements: the key is free again
+                raise StoreUnavailable(
+                    f"the run submitted with idempotency key {idempotency_key!r} was deleted while this "
+                    "submission was being made; submit again"
+                )
+            return str(found[0])
+
+        with anyio.CancelScope(shield=True):
+            got = await self._transact(f"enqueue run {run_id!r}", body)
+        if got == run_id:
+            self._remember(run_id, summary)
+        return got
+
+    async def claim(self, worker_id: str, *, lease_s: float) -> Lease | None:
+        lease_s = check_lease_s(lease_s)
+
+        async def body(conn: psycopg.AsyncConnection[Any], attempt: _Attempt) -> tuple[Any, ...] | None:
+            # A claim that commits but whose answer is lost is harmless: nobody renews that lease, it
+            # expires, and the run is claimed again.
+            cur = await conn.execute(self._q.claim, {"worker_id": worker_id, "lease_s": lease_s})
+            return await cur.fetchone()
+
+        with anyio.CancelScope(shield=True):
+            row = await self._transact("claim a run", body)
+        if row is None:
+            return None
+        return Lease(
+            run_id=row[0], worker_id=worker_id, epoch=int(row[1]), expires_at=float(row[2]), lease_s=lease_s
+        )
+
+    async def _lease_lost(self, conn: psycopg.AsyncConnection[Any], lease: Lease) -> StoreError:
+        cur = await conn.execute(self._q.lease_of, (lease.run_id,))
+        row = await cur.fetchone()
+        return lease_lost(
+            lease.run_id, lease, None if row is None else row[0], None if row is None else row[1]
+        )
+
+    async def renew(self, lease: Lease) -> Lease:
+        async def body(conn: psycopg.AsyncConnection[Any], attempt: _Attempt) -> float:
+            cur = await conn.execute(
+                self._q.renew, {"run_id": lease.run_id, "epoch": lease.epoch, "lease_s": lease.lease_s}
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise await self._lease_lost(conn, lease)
+            return float(row[0])
+
+        with anyio.CancelScope(shield=True):
+            expires_at = await self._transact(f"renew the lease on run {lease.run_id!r}", body)
+        return Lease(
+            run_id=lease.run_id,
+            worker_id=lease.worker_id,
+            epoch=lease.epoch,
+            expires_at=expires_at,
+            lease_s=lease.lease_s,
+        )
+
+    async def release(self, lease: Lease, *, delay_s: float = 0.0) -> bool:
+        params = {"run_id": lease.run_id, "epoch": lease.epoch, "delay_s": max(0.0, delay_s)}
+
+        async def body(conn: psycopg.AsyncConnection[Any], attempt: _Attempt) -> bool:
+            cur = await conn.execute(self._q.release, params)
+            # A retry after an in-doubt commit finds the epoch moved on by its own first try: released.
+            return cur.rowcount == 1 or attempt.after_in_doubt
+
+        with anyio.CancelScope(shield=True):
+            return await self._transact(f"release the lease on run {lease.run_id!r}", body)
+
+    async def seize(self, run_id: str, worker_id: str, *, lease_s: float) -> Lease:
+        lease_s = check_lease_s(lease_s)
+
+        async def body(conn: psycopg.AsyncConnection[Any], attempt: _Attempt) -> tuple[Any, ...] | None:
+            cur = await conn.execute(
+                self._q.seize, {"run_id": run_id, "worker_id": worker_id, "lease_s": lease_s}
+            )
+            return await cur.fetchone()
+
+        with anyio.CancelScope(shield=True):
+            row = await self._transact(f"take over run {run_id!r}", body)
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.where}; `tether runs list` shows the runs there")
+        return Lease(
+            run_id=run_id, worker_id=worker_id, epoch=int(row[0]), expires_at=float(row[1]), lease_s=lease_s
+        )
+
+    async def append(
+        self, run_id: str, events: Sequence[Event], *, expected_seq: int, lease: Lease | None = None
+    ) -> int:
         # What the journal's head will be once these events are in: how a retry recognises its own commit.
         written: tuple[int, str] | None = None
+        statement = self._q.append_for(
+            leased=lease is not None,
+            finishing=lease is not None and any(isinstance(ev, RunFinished) for ev in events),
+        )
+        fence = {} if lease is None else {"epoch": lease.epoch}
 
         async def fast(
             conn: psycopg.AsyncConnection[Any], attempt: _Attempt, known: dict[str, Any]
@@ -439,16 +659,27 @@ class PostgresStore(Store):
             written = (summary["event_count"], summary["head_hash"])
             attempt.committing = True
             cur = await conn.execute(
-                self._q.append,
-                {**summary, **_event_params(rows), "expected_seq": expected_seq, "prev_hash": prev_hash},
+                statement,
+                {
+                    **summary,
+                    **_event_params(rows),
+                    **fence,
+                    "expected_seq": expected_seq,
+                    "prev_hash": prev_hash,
+                },
             )
             if cur.rowcount != len(rows):
-                return None  # the run moved on (or is gone): nothing was written
+                return None  # the run moved on, is gone, or the lease was lost: nothing was written
             self._remember(run_id, summary)
             return int(summary["event_count"])
 
         async def locked(conn: psycopg.AsyncConnection[Any], attempt: _Attempt) -> int:
             async with conn.transaction():
+                holder: tuple[Any, ...] | None = None
+                if lease is not None:
+                    # the lease row before the run's row, as in the single statement: no lock cycles
+                    cur = await conn.execute(self._q.lock_lease, (run_id,))
+                    holder = await cur.fetchone()
                 cur = await conn.execute(self._q.lock_run, (run_id,))
                 row = await cur.fetchone()
                 if row is None:
@@ -457,14 +688,25 @@ class PostgresStore(Store):
                     )
                 current = dict(zip(_MUTABLE_FIELDS, row, strict=True))
                 self._remember(run_id, current)
+                if (
+                    attempt.after_in_doubt
+                    and current["event_count"] != expected_seq
+                    and (current["event_count"], current["head_hash"]) == written
+                ):
+                    return expected_seq + len(events)  # the try that lost its connection had committed
+                if lease is not None and (holder is None or holder[0] != lease.epoch):
+                    raise lease_lost(
+                        run_id,
+                        lease,
+                        None if holder is None else holder[0],
+                        None if holder is None else holder[1],
+                    )
                 if current["event_count"] != expected_seq:
-                    if attempt.after_in_doubt and (current["event_count"], current["head_hash"]) == written:
-                        return expected_seq + len(events)  # the try that lost its connection had committed
                     raise JournalConflict(
                         f"run {run_id!r} has {current['event_count']} events, the writer expected "
                         f"{expected_seq}: another worker is running it; reload the journal before writing"
                     )
-                seq = await fast(conn, attempt, current)  # under the lock, so it cannot miss
+                seq = await fast(conn, attempt, current)  # under the locks, so it cannot miss
                 if seq is None:
                     raise StoreError(f"run {run_id!r} in {self.where} changed under its row lock; verify it")
             return seq
@@ -521,10 +763,18 @@ class PostgresStore(Store):
         return RunInfo(**dict(zip(_RUN_FIELDS, row, strict=True)))
 
     async def list_runs(
-        self, *, status: str | None = None, agent: str | None = None, limit: int = 50
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        updated_before: float | None = None,
     ) -> list[RunInfo]:
         where: list[str] = []
         params: list[Any] = []
+        if updated_before is not None:
+            where.append("updated_at < %s")
+            params.append(updated_before)
         if status is not None:
             where.append("status = %s")
             params.append(status)
@@ -559,6 +809,28 @@ class PostgresStore(Store):
         if info_row is None:
             raise RunNotFound(f"no run {run_id!r} in {self.where}; `tether runs list` shows the runs there")
         return verify_chain(run_id, rows, RunInfo(**dict(zip(_RUN_FIELDS, info_row, strict=True))))
+
+    async def delete(self, run_id: str) -> None:
+        async def body(conn: psycopg.AsyncConnection[Any], attempt: _Attempt) -> bool:
+            async with conn.transaction():
+                cur = await conn.execute(self._q.lock_for_delete, (run_id,))
+                row = await cur.fetchone()
+                if row is None:
+                    if attempt.after_in_doubt:
+                        return True  # the try that lost its connection had deleted it
+                    raise RunNotFound(
+                        f"no run {run_id!r} in {self.where}; `tether runs list` shows the runs there"
+                    )
+                if row[0] not in TERMINAL_STATUSES:
+                    raise not_finished(run_id, row[0])
+                await conn.execute(self._q.delete_events, (run_id,))
+                attempt.committing = True
+                await conn.execute(self._q.delete_run, (run_id,))
+            return True
+
+        with anyio.CancelScope(shield=True):
+            await self._transact(f"delete run {run_id!r}", body)
+        self._heads.pop(run_id, None)
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None

@@ -12,10 +12,15 @@ handing it to a worker thread would cost, and SQLite serialises writers anyway.
 WAL checkpoints (copying the log back into the database file, with an fsync) run on a background
 thread, not inside a commit: left to SQLite's automatic checkpointing, one commit in a few hundred
 paid for a checkpoint of several milliseconds, which made the mean commit five times the median.
+
+The queue of runs (the `leases` table) serves worker processes on this host: a claim, a renewal and a
+leased append each run inside `BEGIN IMMEDIATE`, which holds the database's one write lock, so two
+processes can never claim the same run and a fenced-out worker's append sees the new epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -24,10 +29,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from ..._clock import Clock, SystemClock
 from ...exceptions import JournalConflict, RunNotFound, StoreError, StoreUnavailable
-from .._events import Event, RunStarted, StoredEvent, event_adapter
+from .._events import TERMINAL_STATUSES, Event, RunFinished, RunStarted, StoredEvent, event_adapter
 from .._migrations import SchemaTooNew, migrate_sqlite
-from .._store import RunInfo, Store, chain_hash, new_summary, summarize, verify_chain
+from .._store import (
+    Lease,
+    RunInfo,
+    Store,
+    chain_hash,
+    check_history,
+    check_lease_s,
+    lease_lost,
+    new_summary,
+    not_finished,
+    summarize,
+    verify_chain,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -38,6 +56,10 @@ _RUN_COLUMNS = (
     "steps, input_tokens, output_tokens, cost_usd, event_count, head_hash"
 )
 _RUN_FIELDS = tuple(c.strip() for c in _RUN_COLUMNS.split(","))
+# Whether the run of the `leases` row at hand has finished (a release takes such a run out of the queue).
+_FINISHED = "(SELECT status FROM runs WHERE runs.run_id = leases.run_id) IN ({})".format(
+    ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
+)
 
 
 class SQLiteStore(Store):
@@ -50,15 +72,23 @@ class SQLiteStore(Store):
         path: the database file; its directory is created if missing.
         durability: `crash` (default) or `power-loss`; see the module docstring.
         busy_timeout_s: how long a writer waits for another process's lock before giving up.
+        clock: the time source for leases (a `tether.testing.FakeClock` in tests). Processes sharing
+            the file share the host's clock.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, durability: Durability = "crash", busy_timeout_s: float = 5.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability = "crash",
+        busy_timeout_s: float = 5.0,
+        clock: Clock | None = None,
     ):
         if durability not in ("crash", "power-loss"):
             raise StoreError(f"durability must be 'crash' or 'power-loss'; got {durability!r}")
         self.path = Path(path)
         self.durability = durability
+        self.clock: Clock = clock or SystemClock()
         self._busy_timeout_s = busy_timeout_s
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,26 +202,155 @@ class SQLiteStore(Store):
         summary["head_hash"] = prev
         return seq
 
-    async def create_run(self, run_id: str, started: RunStarted) -> None:
-        with self._write() as conn:
-            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
-                raise StoreError(f"a run with id {run_id!r} exists already; use a new run id")
-            summary = new_summary(run_id)
-            self._insert_events(conn, run_id, summary, [started], 0)
+    def _insert_run(
+        self,
+        conn: sqlite3.Connection,
+        run_id: str,
+        events: Sequence[Event],
+        *,
+        pending: bool,
+        key: str | None,
+    ) -> None:
+        if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
+            raise StoreError(f"a run with id {run_id!r} exists already; use a new run id")
+        summary = new_summary(run_id)
+        self._insert_events(conn, run_id, summary, events, 0)
+        if pending:
+            summary["status"] = "pending"
+        if key is None:  # the statement a run not submitted with a key has always been written with
             conn.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * len(_RUN_FIELDS))})",
                 tuple(summary[f] for f in _RUN_FIELDS),
             )
+        else:
+            conn.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}, idempotency_key) "
+                f"VALUES ({', '.join('?' * len(_RUN_FIELDS))}, ?)",
+                (*(summary[f] for f in _RUN_FIELDS), key),
+            )
 
-    async def append(self, run_id: str, events: Sequence[Event], *, expected_seq: int) -> int:
+    async def create_run(self, run_id: str, started: RunStarted, *, history: Sequence[Event] = ()) -> None:
+        events = [started, *check_history(history)]
+        with self._write() as conn:
+            self._insert_run(conn, run_id, events, pending=False, key=None)
+
+    async def enqueue(
+        self,
+        run_id: str,
+        started: RunStarted,
+        *,
+        idempotency_key: str | None = None,
+        history: Sequence[Event] = (),
+    ) -> str:
+        events = [started, *check_history(history)]
+        # The write lock is taken before the key is looked up, so a submission racing this one from
+        # another process finds either nothing (and waits for the lock) or the committed run.
+        with self._write() as conn:
+            if idempotency_key is not None:
+                row = conn.execute(
+                    "SELECT run_id FROM runs WHERE idempotency_key = ?", (idempotency_key,)
+                ).fetchone()
+                if row is not None:
+                    return str(row[0])
+            self._insert_run(conn, run_id, events, pending=True, key=idempotency_key)
+            conn.execute(
+                "INSERT INTO leases (run_id, epoch, ready_at) VALUES (?, 0, ?)", (run_id, self.clock.now())
+            )
+        return run_id
+
+    _RUNNABLE = (
+        "SELECT run_id FROM leases WHERE ready_at IS NOT NULL AND ready_at <= ? "
+        "AND (worker_id IS NULL OR expires_at < ?) ORDER BY ready_at LIMIT 1"
+    )
+
+    async def claim(self, worker_id: str, *, lease_s: float) -> Lease | None:
+        lease_s = check_lease_s(lease_s)
+        # Idle workers poll: look without the write lock first, so polling never blocks journal writes.
+        try:
+            now = self.clock.now()
+            if self._conn.execute(self._RUNNABLE, (now, now)).fetchone() is None:
+                return None
+        except sqlite3.OperationalError as exc:
+            raise self._unavailable(exc) from None
+        with self._write() as conn:
+            now = self.clock.now()
+            row = conn.execute(self._RUNNABLE, (now, now)).fetchone()
+            if row is None:
+                return None  # another process took it between the look and the lock
+            run_id = str(row[0])
+            expires_at = now + lease_s
+            # no RETURNING: it needs SQLite 3.35, newer than some distributions' Python links against
+            conn.execute(
+                "UPDATE leases SET worker_id = ?, epoch = epoch + 1, expires_at = ? WHERE run_id = ?",
+                (worker_id, expires_at, run_id),
+            )
+            (epoch,) = conn.execute("SELECT epoch FROM leases WHERE run_id = ?", (run_id,)).fetchone()
+        return Lease(
+            run_id=run_id, worker_id=worker_id, epoch=int(epoch), expires_at=expires_at, lease_s=lease_s
+        )
+
+    def _check_lease(self, conn: sqlite3.Connection, lease: Lease) -> None:
+        row = conn.execute("SELECT epoch, worker_id FROM leases WHERE run_id = ?", (lease.run_id,)).fetchone()
+        if row is None or row[0] != lease.epoch:
+            raise lease_lost(
+                lease.run_id, lease, None if row is None else row[0], None if row is None else row[1]
+            )
+
+    async def renew(self, lease: Lease) -> Lease:
+        with self._write() as conn:
+            self._check_lease(conn, lease)
+            expires_at = self.clock.now() + lease.lease_s
+            conn.execute("UPDATE leases SET expires_at = ? WHERE run_id = ?", (expires_at, lease.run_id))
+        return Lease(
+            run_id=lease.run_id,
+            worker_id=lease.worker_id,
+            epoch=lease.epoch,
+            expires_at=expires_at,
+            lease_s=lease.lease_s,
+        )
+
+    async def release(self, lease: Lease, *, delay_s: float = 0.0) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE leases SET worker_id = NULL, expires_at = NULL, epoch = epoch + 1, "
+                f"ready_at = CASE WHEN ready_at IS NULL OR {_FINISHED} THEN NULL ELSE ? END "
+                "WHERE run_id = ? AND epoch = ?",
+                (self.clock.now() + max(0.0, delay_s), lease.run_id, lease.epoch),
+            )
+            return cur.rowcount == 1
+
+    async def seize(self, run_id: str, worker_id: str, *, lease_s: float) -> Lease:
+        lease_s = check_lease_s(lease_s)
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+                raise RunNotFound(
+                    f"no run {run_id!r} in {self.path}; `tether runs list` shows the runs there"
+                )
+            expires_at = self.clock.now() + lease_s
+            conn.execute(
+                "INSERT INTO leases (run_id, worker_id, epoch, expires_at) VALUES (?, ?, 1, ?) "
+                "ON CONFLICT (run_id) DO UPDATE SET worker_id = excluded.worker_id, epoch = epoch + 1, "
+                "expires_at = excluded.expires_at",
+                (run_id, worker_id, expires_at),
+            )
+            (epoch,) = conn.execute("SELECT epoch FROM leases WHERE run_id = ?", (run_id,)).fetchone()
+        return Lease(
+            run_id=run_id, worker_id=worker_id, epoch=int(epoch), expires_at=expires_at, lease_s=lease_s
+        )
+
+    async def append(
+        self, run_id: str, events: Sequence[Event], *, expected_seq: int, lease: Lease | None = None
+    ) -> int:
         with self._write() as conn:
             summary = self._summary(conn, run_id)
             if summary is None:
                 raise RunNotFound(f"no run {run_id!r} in {self.path}")
+            if lease is not None:
+                self._check_lease(conn, lease)
             if summary["event_count"] != expected_seq:
                 raise JournalConflict(
-                    f"run {run_id!r} has {summary['event_count']} events, the writer expected {expected_seq}: "
-                    "another worker is running it; reload the journal before writing"
+                    f"run {run_id!r} has {summary['event_count']} events, the writer expected "
+                    f"{expected_seq}: another worker is running it; reload the journal before writing"
                 )
             seq = self._insert_events(conn, run_id, summary, events, expected_seq)
             conn.execute(
@@ -211,6 +370,8 @@ class SQLiteStore(Store):
                     run_id,
                 ),
             )
+            if lease is not None and any(isinstance(ev, RunFinished) for ev in events):
+                conn.execute("UPDATE leases SET ready_at = NULL WHERE run_id = ?", (run_id,))
             return seq
 
     def _rows(self, run_id: str) -> list[tuple[int, str, str]]:
@@ -231,8 +392,9 @@ class SQLiteStore(Store):
                 event = event_adapter.validate_json(data)
             except ValueError as exc:
                 raise StoreError(
-                    f"event {seq} of run {run_id!r} in {self.path} cannot be read ({str(exc).splitlines()[0]}); "
-                    f"run `tether audit verify {run_id}` to see whether the journal was tampered with"
+                    f"event {seq} of run {run_id!r} in {self.path} cannot be read "
+                    f"({str(exc).splitlines()[0]}); run `tether audit verify {run_id}` to see whether "
+                    "the journal was tampered with"
                 ) from None
             events.append(StoredEvent(run_id=run_id, seq=seq, event=event, hash=h))
         return events
@@ -247,9 +409,18 @@ class SQLiteStore(Store):
         return RunInfo(**summary)
 
     async def list_runs(
-        self, *, status: str | None = None, agent: str | None = None, limit: int = 50
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        updated_before: float | None = None,
     ) -> list[RunInfo]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
+        if updated_before is not None:
+            where.append("updated_at < ?")
+            params.append(updated_before)
         if status is not None:
             where.append("status = ?")
             params.append(status)
@@ -269,6 +440,19 @@ class SQLiteStore(Store):
     async def verify(self, run_id: str) -> list[str]:
         info = await self.get_run(run_id)
         return verify_chain(run_id, self._rows(run_id), info)
+
+    async def delete(self, run_id: str) -> None:
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(
+                    f"no run {run_id!r} in {self.path}; `tether runs list` shows the runs there"
+                )
+            if row[0] not in TERMINAL_STATUSES:
+                raise not_finished(run_id, row[0])
+            conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM leases WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
     async def aclose(self) -> None:
         if self._checkpointer is not None:
@@ -305,11 +489,10 @@ class _Checkpointer:
                     conn = sqlite3.connect(
                         self._path, timeout=1.0, isolation_level=None, check_same_thread=False
                     )
-                try:
+                # busy or gone: the next round tries again; the WAL stays valid meanwhile
+                with contextlib.suppress(sqlite3.Error):
                     # PASSIVE never blocks writers; what it cannot copy now it copies next time
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error:
-                    pass  # busy or gone: the next round tries again; the WAL stays valid meanwhile
         finally:
             if conn is not None:
                 conn.close()
