@@ -192,6 +192,23 @@ def new_summary(run_id: str) -> dict[str, Any]:
     }
 
 
+def run_filters(
+    placeholder: str, *, status: str | None, agent: str | None, updated_before: float | None
+) -> tuple[list[str], list[Any]]:
+    """The WHERE conditions and parameters of `list_runs`, for a SQL store with this placeholder."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, op, value in (
+        ("updated_at", "<", updated_before),
+        ("status", "=", status),
+        ("agent", "=", agent),
+    ):
+        if value is not None:
+            where.append(f"{column} {op} {placeholder}")
+            params.append(value)
+    return where, params
+
+
 def verify_chain(run_id: str, rows: Sequence[tuple[int, str, str]], info: RunInfo | None) -> list[str]:
     """Check a run's rows `(seq, data, hash)` against the hash chain and its summary row.
 

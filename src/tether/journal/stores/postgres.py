@@ -62,6 +62,7 @@ from .._store import (
     lease_lost,
     new_summary,
     not_finished,
+    run_filters,
     summarize,
     verify_chain,
 )
@@ -770,17 +771,7 @@ class PostgresStore(Store):
         limit: int = 50,
         updated_before: float | None = None,
     ) -> list[RunInfo]:
-        where: list[str] = []
-        params: list[Any] = []
-        if updated_before is not None:
-            where.append("updated_at < %s")
-            params.append(updated_before)
-        if status is not None:
-            where.append("status = %s")
-            params.append(status)
-        if agent is not None:
-            where.append("agent = %s")
-            params.append(agent)
+        where, params = run_filters("%s", status=status, agent=agent, updated_before=updated_before)
         sql = self._q.list_runs
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -43,6 +43,7 @@ from .._store import (
     lease_lost,
     new_summary,
     not_finished,
+    run_filters,
     summarize,
     verify_chain,
 )
@@ -416,17 +417,7 @@ class SQLiteStore(Store):
         limit: int = 50,
         updated_before: float | None = None,
     ) -> list[RunInfo]:
-        where: list[str] = []
-        params: list[Any] = []
-        if updated_before is not None:
-            where.append("updated_at < ?")
-            params.append(updated_before)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if agent is not None:
-            where.append("agent = ?")
-            params.append(agent)
+        where, params = run_filters("?", status=status, agent=agent, updated_before=updated_before)
         sql = f"SELECT {_RUN_COLUMNS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
