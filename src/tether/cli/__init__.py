@@ -1,6 +1,7 @@
 """The `tether` command line."""
 
 from . import _governance as _governance  # registers commands
+from . import _guard as _guard  # registers `tether guard scan`
 from . import _workers as _workers  # registers `tether worker` and runs cancel, prune, replay, fork
 from ._main import cli as cli
 from ._main import main as main
