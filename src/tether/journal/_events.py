@@ -138,6 +138,7 @@ class ToolFailed(_Event):
         "ungrounded",
         "precondition",
         "repeated",
+        "blocked",
         "raised",
         "timeout",
         "in_doubt",

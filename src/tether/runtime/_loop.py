@@ -32,6 +32,7 @@ from pydantic_core import to_jsonable_python
 
 from .._clock import Clock, SystemClock
 from ..agents import Agent, RunResult, load_agent
+from ..governance import BudgetKeys, Governance, GovernanceUnavailable, rate_key
 from ..grounding import Evidence, find_ungrounded, ungrounded_in_answer, unusable_answer
 from ..exceptions import (
     ConfigError,
@@ -230,14 +231,22 @@ class Runner:
         store: where journals go. Defaults to `open_store()`: `TETHER_STORE`, else `./.tether/tether.db`.
         clock: the time source (a `tether.testing.FakeClock` in tests).
         observer: told about every event and generated token (for live display).
+        governance: the kill switch, budgets, rate limits and prices every step is checked against
+            (before each model call and each tool call); None: no governance.
     """
 
     def __init__(
-        self, store: Store | None = None, *, clock: Clock | None = None, observer: RunObserver | None = None
+        self,
+        store: Store | None = None,
+        *,
+        clock: Clock | None = None,
+        observer: RunObserver | None = None,
+        governance: Governance | None = None,
     ):
         self.store = store if store is not None else open_store()
         self.clock = clock or SystemClock()
         self.observer = observer
+        self.governance = governance
 
     async def run(
         self,
@@ -441,6 +450,8 @@ class Runner:
             # committed with this step's response, one transaction per step. Dying during the model call
             # loses them, and resume re-runs those calls with the same idempotency key, which is safe
             # by definition. Non-idempotent outcomes were committed the moment their tool returned.
+            if self.governance is not None and await self._governed(agent, state):
+                return
             step = state.step + 1
             try:
                 # models enforce settings.timeout_s themselves (the contract); a model that does not is
@@ -462,6 +473,7 @@ class Runner:
             self._add(
                 state,
                 UsageCharged(
+                    cost_usd=await self._charge(agent, state, response),
                     at=self.clock.now(),
                     step=step,
                     model=response.model or agent.model_name,
@@ -556,6 +568,15 @@ class Runner:
                     "in-doubt call not re-run", run_id=state.run_id, tool=call.name, call_id=call.call_id
                 )
                 continue
+            if self.governance is not None and self.governance.kill_switch is not None:
+                killed = await self.governance.kill_switch.check(
+                    agent.name, call.name, state.started.user_id
+                )
+                if not killed.allowed:
+                    self._tool_failed(
+                        state, call, "blocked", "KillSwitch", f"{call.name} is switched off: {killed.reason}"
+                    )
+                    continue
             key = f"{state.run_id}:{step}:{call.call_id}"
             args = call.arguments if isinstance(call.arguments, dict) else {}
             state.started_args[call.call_id] = (call.name, _canonical(args))
@@ -609,6 +630,62 @@ class Runner:
             if not tool.spec.idempotent:
                 # this call's effect must never be repeated: its outcome is durable before anything else
                 await self._flush(state)
+
+    def _budget_keys(self, state: _State) -> BudgetKeys:
+        feature = state.started.metadata.get("feature")
+        return BudgetKeys(
+            run_id=state.run_id,
+            user_id=state.started.user_id,
+            feature=feature if isinstance(feature, str) else None,
+        )
+
+    async def _governed(self, agent: Agent, state: _State) -> bool:
+        """Kill switch, budgets and rate limits before a model call; True when the run ended here.
+
+        A governance backend that cannot be reached fails the run (closed): a control that cannot be
+        checked is not passed.
+        """
+        gov = self.governance
+        assert gov is not None
+        user = state.started.user_id
+        try:
+            if gov.kill_switch is not None:
+                killed = await gov.kill_switch.check(agent.name, None, user)
+                if not killed.allowed:
+                    await self._finish(state, "cancelled", f"kill switch: {killed.reason}")
+                    return True
+            if gov.ledger is not None:
+                budget = await gov.ledger.check(self._budget_keys(state))
+                if not budget.allowed:
+                    await self._finish(state, "budget_exceeded", budget.reason)
+                    return True
+            if gov.limiter is not None:
+                feature = state.started.metadata.get("feature")
+                keys = [rate_key("user", user)] if user else []
+                keys += [rate_key("feature", feature)] if isinstance(feature, str) else []
+                for key in keys:
+                    # wait for the bucket to refill; the run's timeout bounds the wait
+                    while not (decision := await gov.limiter.acquire(key)).allowed:
+                        _log.info("rate limited", run_id=state.run_id, key=key, wait_s=decision.retry_after_s)
+                        await anyio.sleep(decision.retry_after_s)
+        except GovernanceUnavailable as exc:
+            await self._finish(state, "failed", f"governance unavailable, so the step was not taken: {exc}")
+            return True
+        return False
+
+    async def _charge(self, agent: Agent, state: _State, response: ModelResponse) -> float:
+        """Charge the call to the run's budgets; returns its cost in USD (0 without a price table)."""
+        if self.governance is None:
+            return 0.0
+        model = response.model or agent.model_name
+        try:
+            spend = await self.governance.charge(self._budget_keys(state), model, response.usage)
+        except GovernanceUnavailable as exc:
+            # the call is already paid for; its cost is recorded in the journal, and the next step's
+            # check will find the backend down and stop the run
+            _log.error("budget charge failed", run_id=state.run_id, error=str(exc))
+            return self.governance.spend(model, response.usage).usd
+        return spend.usd
 
     @staticmethod
     def _settings_for(state: _State, settings: ModelSettings, has_tools: bool) -> ModelSettings:
