@@ -150,6 +150,24 @@ _A_INSTRUCTIONS = (
     "safeguard",
 )
 
+# tool names an injected instruction tells the model to call: an anchor pre-check for the rules
+_A_TOOL_NAMES = (
+    "send_email",
+    "send_message",
+    "transfer",
+    "payment",
+    "delete",
+    "exec",
+    "shell",
+    "run_code",
+    "file_read",
+    "read_file",
+    "write_file",
+    "http_request",
+    "fetch",
+    "browse",
+)
+
 _EN: list[
     tuple[str, float, tuple[tuple[str, ...], ...], str]
     | tuple[str, float, tuple[tuple[str, ...], ...], str, bool]
@@ -739,22 +757,7 @@ _EN: list[
         0.85,
         (
             ("call", "use", "invoke", "run", "execute", "trigger"),
-            (
-                "send_email",
-                "send_message",
-                "transfer",
-                "payment",
-                "delete",
-                "exec",
-                "shell",
-                "run_code",
-                "file_read",
-                "read_file",
-                "write_file",
-                "http_request",
-                "fetch",
-                "browse",
-            ),
+            _A_TOOL_NAMES,
         ),
         r"\b(?:call|use|invoke|run|execute|trigger)\s+(?:the\s+)?[\w.-]*(?:send_email|send_message|transfer|payment|delete|exec|execute|shell|run_code|file_read|read_file|write_file|http_request|fetch|browse)\w*\s+(?:tool|function|api|command)?\s*(?:with|to|on|and|without)\b",
         True,
@@ -764,22 +767,7 @@ _EN: list[
         0.7,
         (
             ("call", "use", "invoke", "run", "execute", "trigger"),
-            (
-                "send_email",
-                "send_message",
-                "transfer",
-                "payment",
-                "delete",
-                "exec",
-                "shell",
-                "run_code",
-                "file_read",
-                "read_file",
-                "write_file",
-                "http_request",
-                "fetch",
-                "browse",
-            ),
+            _A_TOOL_NAMES,
         ),
         r"\b(?:call|use|invoke|run|execute|trigger)\s+(?:the\s+)?[\w.-]*(?:send_email|send_message|transfer|payment|delete|exec|execute|shell|run_code|file_read|read_file|write_file|http_request|fetch|browse)\w*\s+(?:tool|function|api|command)?\s*(?:with|to|on|and|without)\b",
     ),

@@ -41,6 +41,7 @@ from ._events import (
     RunStatus,
     StoredEvent,
     UsageCharged,
+    event_adapter,
 )
 
 __all__ = ["GENESIS_HASH", "Lease", "RunInfo", "Store", "chain_hash", "verify_chain"]
@@ -190,6 +191,26 @@ def new_summary(run_id: str) -> dict[str, Any]:
         "event_count": 0,
         "head_hash": GENESIS_HASH,
     }
+
+
+def stored_events(run_id: str, rows: Sequence[tuple[int, str, str]], where: str) -> list[StoredEvent]:
+    """Parse a run's rows `(seq, data, hash)` as a SQL store returns them.
+
+    Raises:
+        StoreError: a row does not parse; the message points at `tether audit verify`.
+    """
+    events = []
+    for seq, data, h in rows:
+        try:
+            event = event_adapter.validate_json(data)
+        except ValueError as exc:
+            raise StoreError(
+                f"event {seq} of run {run_id!r} in {where} cannot be read "
+                f"({str(exc).splitlines()[0]}); run `tether audit verify {run_id}` to see whether "
+                "the journal was tampered with"
+            ) from None
+        events.append(StoredEvent(run_id=run_id, seq=seq, event=event, hash=h))
+    return events
 
 
 def run_filters(

@@ -50,7 +50,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("install 'tether[postgres]' to use PostgresStore") from exc
 
 from ...exceptions import ConfigError, JournalConflict, RunNotFound, StoreError, StoreUnavailable
-from .._events import TERMINAL_STATUSES, Event, RunFinished, RunStarted, StoredEvent, event_adapter
+from .._events import TERMINAL_STATUSES, Event, RunFinished, RunStarted, StoredEvent
 from .._migrations import check_schema_name, migrate_postgres
 from .._store import (
     Lease,
@@ -63,6 +63,7 @@ from .._store import (
     new_summary,
     not_finished,
     run_filters,
+    stored_events,
     summarize,
     verify_chain,
 )
@@ -740,18 +741,7 @@ class PostgresStore(Store):
         rows = await self._transact(f"read run {run_id!r}", body)
         if not rows:
             await self.get_run(run_id)  # raises RunNotFound with the right message
-        events = []
-        for seq, data, h in rows:
-            try:
-                event = event_adapter.validate_json(data)
-            except ValueError as exc:
-                raise StoreError(
-                    f"event {seq} of run {run_id!r} in {self.where} cannot be read "
-                    f"({str(exc).splitlines()[0]}); run `tether audit verify {run_id}` to see whether "
-                    "the journal was tampered with"
-                ) from None
-            events.append(StoredEvent(run_id=run_id, seq=seq, event=event, hash=h))
-        return events
+        return stored_events(run_id, rows, str(self.where))
 
     async def get_run(self, run_id: str) -> RunInfo:
         async def body(conn: psycopg.AsyncConnection[Any], attempt: _Attempt) -> tuple[Any, ...] | None:

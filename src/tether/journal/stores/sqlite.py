@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from ..._clock import Clock, SystemClock
 from ...exceptions import JournalConflict, RunNotFound, StoreError, StoreUnavailable
-from .._events import TERMINAL_STATUSES, Event, RunFinished, RunStarted, StoredEvent, event_adapter
+from .._events import TERMINAL_STATUSES, Event, RunFinished, RunStarted, StoredEvent
 from .._migrations import SchemaTooNew, migrate_sqlite
 from .._store import (
     Lease,
@@ -44,6 +44,7 @@ from .._store import (
     new_summary,
     not_finished,
     run_filters,
+    stored_events,
     summarize,
     verify_chain,
 )
@@ -387,18 +388,7 @@ class SQLiteStore(Store):
         rows = self._rows(run_id)
         if not rows:
             await self.get_run(run_id)  # raises RunNotFound with the right message
-        events = []
-        for seq, data, h in rows:
-            try:
-                event = event_adapter.validate_json(data)
-            except ValueError as exc:
-                raise StoreError(
-                    f"event {seq} of run {run_id!r} in {self.path} cannot be read "
-                    f"({str(exc).splitlines()[0]}); run `tether audit verify {run_id}` to see whether "
-                    "the journal was tampered with"
-                ) from None
-            events.append(StoredEvent(run_id=run_id, seq=seq, event=event, hash=h))
-        return events
+        return stored_events(run_id, rows, str(self.path))
 
     async def get_run(self, run_id: str) -> RunInfo:
         try:
