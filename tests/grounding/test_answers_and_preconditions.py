@@ -26,7 +26,7 @@ def calculator(expression: str) -> float:
     return round(eval(expression, {"__builtins__": {}}), 10)  # test helper: trusted input
 
 
-@tool(risk="high", reversible=False, requires=("lookup_order",))
+@tool(reversible=False, requires=("lookup_order",))
 def refund(order_id: str, amount: float) -> str:
     """Refund."""
     return "refunded"

@@ -79,7 +79,7 @@ async def test_the_loop_refuses_an_invented_value_and_the_model_corrects_itself(
         """Read an order."""
         return ORDER
 
-    @tool(risk="high", reversible=False)
+    @tool(reversible=False)
     def refund(order_id: str, amount: float) -> str:
         """Refund."""
         effects.append(f"refund {amount}")

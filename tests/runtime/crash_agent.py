@@ -40,4 +40,10 @@ def record(n: int) -> str:
     return f"entry {n} written"
 
 
-agent = Agent("crashy", tools=[record], model=ScriptedModel(script), limits=Limits(max_steps=20))
+agent = Agent(
+    "crashy",
+    tools=[record],
+    model=ScriptedModel(script),
+    limits=Limits(max_steps=20),
+    on_in_doubt=os.environ.get("CRASH_ON_IN_DOUBT", "report"),  # type: ignore[arg-type]
+)

@@ -18,14 +18,14 @@ class ProcessDied(BaseException):
     """Stands in for kill -9: nothing after it runs, nothing is written."""
 
 
-def build(effects: list[str], *, crash_on: str | None, idempotent: bool) -> Agent:
+def build(effects: list[str], *, crash_on: str | None, idempotent: bool, on_in_doubt: str = "ask") -> Agent:
     @tool
     def lookup(order_id: str) -> str:
         """Read."""
         effects.append(f"lookup {order_id}")
         return "kettle x3"
 
-    @tool(idempotent=idempotent, risk="high", reversible=False)
+    @tool(idempotent=idempotent, reversible=False)
     def refund(order_id: str, amount: float) -> str:
         """Write."""
         effects.append(f"refund {amount}")
@@ -41,7 +41,13 @@ def build(effects: list[str], *, crash_on: str | None, idempotent: bool) -> Agen
             return call("refund", order_id="1042", amount=49.0)
         return "Refunded 49.00"
 
-    return Agent("support", tools=[lookup, refund], model=ScriptedModel(script), ref="tests:unused")
+    return Agent(
+        "support",
+        tools=[lookup, refund],
+        model=ScriptedModel(script),
+        ref="tests:unused",
+        on_in_doubt=on_in_doubt,  # type: ignore[arg-type]
+    )
 
 
 async def test_resume_after_a_crash_mid_tool_reruns_an_idempotent_call(store: Store) -> None:
@@ -70,7 +76,7 @@ async def test_an_in_doubt_call_that_is_not_idempotent_is_never_rerun(store: Sto
     with pytest.raises(ProcessDied):
         await Runner(store).run(build(effects, crash_on="refund", idempotent=False), "refund 49.0 for order 1042", run_id="r1")
     effects.clear()
-    agent2 = build(effects, crash_on=None, idempotent=False)
+    agent2 = build(effects, crash_on=None, idempotent=False, on_in_doubt="report")
     result = await Runner(store).resume("r1", agent2)
     assert effects == []  # neither the completed lookup nor the in-doubt refund ran again
     failed = [s.event for s in await store.load("r1") if isinstance(s.event, ToolFailed)]

@@ -164,4 +164,5 @@ agent = Agent(
     model=ScriptedModel(script, record=False, delay_s=DELAY_S),
     limits=Limits(max_steps=12, timeout_s=120),
     ref=f"{Path(__file__).resolve()}:agent",
+    on_in_doubt="report",  # no human in this test: an in-doubt call is reported to the model, not re-run
 )

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..exceptions import ConfigError
 from ..models import Model, ModelSettings, check_model_spec, model_from_spec
@@ -83,6 +83,13 @@ class Agent:
             input, the instructions or an earlier tool result, and refuse (with a corrective message to
             the model) calls whose values were invented. On by default; tools can exempt free-text
             arguments with `@tool(free_text=(...))`.
+        policy: decides each tool call by the tool's risk tier, the model's confidence and reversibility
+            (`tether.approvals.TierPolicy`, or any object with `decide(call) -> PolicyDecision`). None:
+            the default `TierPolicy()` (low runs, medium is flagged, high suspends the run for a human,
+            critical makes the caller wait for one).
+        on_in_doubt: what happens to a non-idempotent call that was running when the run stopped
+            (a crash): `ask` suspends the run for a human to say whether it took effect; `report` does not
+            re-run it and tells the model it may or may not have happened.
 
     Example:
         ```python
@@ -102,6 +109,8 @@ class Agent:
         settings: ModelSettings | None = None,
         ref: str | None = None,
         grounding: bool = True,
+        policy: Any = None,
+        on_in_doubt: Literal["ask", "report"] = "ask",
     ):
         if not name or not isinstance(name, str):
             raise ConfigError("an Agent needs a non-empty name")
@@ -131,6 +140,15 @@ class Agent:
         self._model: Model | None = model if isinstance(model, Model) else None
         self._ref = ref
         self.grounding = grounding
+        if policy is not None and not callable(getattr(policy, "decide", None)):
+            raise ConfigError(
+                f"agent {name!r}: policy must have a decide(call) method (a tether.approvals.TierPolicy); "
+                f"got {policy!r}"
+            )
+        self.policy = policy
+        if on_in_doubt not in ("ask", "report"):
+            raise ConfigError(f"agent {name!r}: on_in_doubt must be 'ask' or 'report'; got {on_in_doubt!r}")
+        self.on_in_doubt = on_in_doubt
         frame = sys._getframe(1)
         self._module = frame.f_globals.get("__name__")
         self._file = frame.f_globals.get("__file__")

@@ -18,13 +18,17 @@ class RunResult:
         run_id: the run's id; `tether runs show RUN_ID` prints its journal.
         agent: the agent's name.
         status: the terminal status (`completed`, `failed`, `cancelled`, `max_steps`, `timed_out`,
-            `budget_exceeded`).
+            `budget_exceeded`), or `suspended` (waiting for a human: see `waiting_for`) or `running`
+            (handed back unfinished to the queue).
         reason: why the run ended, in one line.
         output: the final answer when `completed`, else None.
         steps: model calls made over the whole run.
         usage: tokens used over the whole run.
         duration_s: wall time of this execution.
         store: where the journal is (for display).
+        waiting_for: for a `suspended` run, the id of the approval request it waits on
+            (`tether approvals show ID`).
+        wake_at: for a `suspended` run, when its deadline's timer fires (seconds since the epoch).
     """
 
     run_id: str
@@ -36,6 +40,8 @@ class RunResult:
     usage: Usage
     duration_s: float
     store: str = ""
+    waiting_for: str | None = None
+    wake_at: float | None = None
 
     @property
     def ok(self) -> bool:

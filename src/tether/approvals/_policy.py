@@ -38,6 +38,7 @@ ExpiryAction = Literal["reject", "escalate", "fail"]
 _ACTIONS: tuple[str, ...] = ("run", "flag", "ask_async", "ask_sync", "deny")
 _EXPIRY: tuple[str, ...] = ("reject", "escalate", "fail")
 _TIERS: tuple[str, ...] = ("low", "medium", "high", "critical")
+_DEFAULT_TIERS: dict[str, Action] = {"low": "run", "medium": "flag", "high": "ask_async", "critical": "ask_sync"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,16 +100,16 @@ class TierPolicy:
     `tool`), per user group.
 
     Args:
-        tiers: action per risk tier.
+        tiers: action per risk tier; tiers left out keep their default.
         confidence_floor: below this, an irreversible call is always sent to a human.
         approvers, deadline_s, on_expiry, escalate_to: defaults for every request.
         agents, tools, groups: overrides (see `load_policy` for the file form).
         confidence: a function giving a confidence when the model reports none.
+        roster: who belongs to each approver group; decisions by others are refused
+            (`tether.approvals.Approvals(roster=policy.roster)`).
     """
 
-    tiers: Mapping[str, Action] = field(
-        default_factory=lambda: {"low": "run", "medium": "flag", "high": "ask_async", "critical": "ask_sync"}
-    )
+    tiers: Mapping[str, Action] = field(default_factory=lambda: dict(_DEFAULT_TIERS))
     confidence_floor: float = 0.5
     approvers: str = "approvers"
     deadline_s: float = 24 * 3600
@@ -118,13 +119,18 @@ class TierPolicy:
     tools: Mapping[str, _Rule] = field(default_factory=dict)
     groups: Mapping[str, _Rule] = field(default_factory=dict)
     confidence: Callable[[ProposedCall], float | None] | None = None
+    roster: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # tiers not given keep their default handling: TierPolicy(tiers={"high": "deny"}) changes one
+        object.__setattr__(self, "tiers", {**_DEFAULT_TIERS, **self.tiers})
         for tier, action in self.tiers.items():
             if tier not in _TIERS:
                 raise ConfigError(f"unknown risk tier {tier!r} in policy; tiers are {list(_TIERS)}")
             if action not in _ACTIONS:
-                raise ConfigError(f"unknown action {action!r} for tier {tier!r}; actions are {list(_ACTIONS)}")
+                raise ConfigError(
+                    f"unknown action {action!r} for tier {tier!r}; actions are {list(_ACTIONS)}"
+                )
         if not 0.0 <= self.confidence_floor <= 1.0:
             raise ConfigError(f"confidence_floor must be in [0, 1]; got {self.confidence_floor!r}")
         if self.on_expiry not in _EXPIRY:
@@ -235,6 +241,10 @@ def load_policy(path: str | Path) -> TierPolicy:
 
     [groups.finance]
     approvers = "finance-leads"
+
+    [roster]                  # who may decide for each approver group
+    approvers = ["ana", "bo"]
+    finance-leads = ["cy"]
     ```
     """
     path = Path(path)
@@ -244,11 +254,24 @@ def load_policy(path: str | Path) -> TierPolicy:
         raise ConfigError(f"no policy file {str(path)!r}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"policy file {str(path)!r} is not valid TOML: {exc}") from None
-    known = {"tiers", "confidence_floor", "approvers", "deadline", "deadline_s", "on_expiry", "escalate_to",
-             "agents", "tools", "groups"}
+    known = {
+        "tiers",
+        "confidence_floor",
+        "approvers",
+        "deadline",
+        "deadline_s",
+        "on_expiry",
+        "escalate_to",
+        "agents",
+        "tools",
+        "groups",
+        "roster",
+    }
     unknown = set(raw) - known
     if unknown:
-        raise ConfigError(f"policy file {str(path)!r}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        raise ConfigError(
+            f"policy file {str(path)!r}: unknown keys {sorted(unknown)}; known: {sorted(known)}"
+        )
     kwargs: dict[str, Any] = {}
     if "tiers" in raw:
         kwargs["tiers"] = {**TierPolicy().tiers, **raw["tiers"]}
@@ -257,6 +280,12 @@ def load_policy(path: str | Path) -> TierPolicy:
             kwargs[name] = raw[name]
     if "deadline" in raw or "deadline_s" in raw:
         kwargs["deadline_s"] = _seconds(raw.get("deadline", raw.get("deadline_s")), str(path))
+    roster = raw.get("roster", {})
+    if not isinstance(roster, dict) or not all(
+        isinstance(m, list) and all(isinstance(x, str) for x in m) for m in roster.values()
+    ):
+        raise ConfigError(f"policy file {str(path)!r}: [roster] maps each group to a list of user names")
+    kwargs["roster"] = {group: tuple(members) for group, members in roster.items()}
     for section in ("agents", "tools", "groups"):
         kwargs[section] = {
             name: _rule(rule, f"{path} [{section}.{name}]") for name, rule in raw.get(section, {}).items()

@@ -2,6 +2,8 @@
 
 from ._events import TERMINAL_STATUSES as TERMINAL_STATUSES
 from ._events import AnswerRejected as AnswerRejected
+from ._events import ApprovalDecided as ApprovalDecided
+from ._events import ApprovalRequested as ApprovalRequested
 from ._events import Event as Event
 from ._events import ModelFailed as ModelFailed
 from ._events import ModelResponded as ModelResponded
@@ -15,6 +17,7 @@ from ._events import ToolCompleted as ToolCompleted
 from ._events import ToolFailed as ToolFailed
 from ._events import ToolStarted as ToolStarted
 from ._events import UsageCharged as UsageCharged
+from ._events import call_hash as call_hash
 from ._events import event_adapter as event_adapter
 from ._open import DEFAULT_STORE as DEFAULT_STORE
 from ._open import open_store as open_store
@@ -23,6 +26,7 @@ from ._store import Lease as Lease
 from ._store import RunInfo as RunInfo
 from ._store import Store as Store
 from ._store import chain_hash as chain_hash
+from ._store import wake_time as wake_time
 from .stores.memory import MemoryStore as MemoryStore
 from .stores.sqlite import SQLiteStore as SQLiteStore
 
@@ -30,6 +34,8 @@ __all__ = [
     "DEFAULT_STORE",
     "TERMINAL_STATUSES",
     "AnswerRejected",
+    "ApprovalDecided",
+    "ApprovalRequested",
     "Event",
     "Lease",
     "MemoryStore",
@@ -48,8 +54,10 @@ __all__ = [
     "ToolFailed",
     "ToolStarted",
     "UsageCharged",
+    "call_hash",
     "chain_hash",
     "event_adapter",
     "open_store",
     "store_url",
+    "wake_time",
 ]

@@ -6,6 +6,8 @@ accounting) is derived from them, so they are Pydantic models that round-trip th
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -15,6 +17,8 @@ from ..models import ModelResponse, Usage
 __all__ = [
     "TERMINAL_STATUSES",
     "AnswerRejected",
+    "ApprovalDecided",
+    "ApprovalRequested",
     "Event",
     "ModelFailed",
     "ModelResponded",
@@ -28,6 +32,7 @@ __all__ = [
     "ToolFailed",
     "ToolStarted",
     "UsageCharged",
+    "call_hash",
     "event_adapter",
 ]
 
@@ -36,6 +41,16 @@ RunStatus = Literal["pending", "running", "suspended", TerminalStatus]
 TERMINAL_STATUSES: frozenset[str] = frozenset(
     ("completed", "failed", "cancelled", "max_steps", "timed_out", "budget_exceeded")
 )
+
+
+def call_hash(tool: str, arguments: dict[str, Any] | str) -> str:
+    """What an approval binds to: a tool's name and its arguments, canonically serialised and hashed."""
+    canonical = (
+        arguments
+        if isinstance(arguments, str)
+        else json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
+    )
+    return hashlib.sha256(f"{tool}\0{canonical}".encode()).hexdigest()[:32]
 
 
 class _Event(BaseModel):
@@ -110,6 +125,12 @@ class ToolStarted(_Event):
     tool: str
     arguments: dict[str, Any]
     idempotency_key: str
+    policy: str | None = None
+    """What the approval policy decided: `run`, `flag` (run, marked for the audit log), `approved` or
+    `edited` (a human decided); None in journals written before approvals existed."""
+    policy_reason: str = ""
+    original_arguments: dict[str, Any] | None = None
+    """For an edited call: the arguments the model proposed (`arguments` are what a human approved)."""
 
 
 class ToolCompleted(_Event):
@@ -142,6 +163,8 @@ class ToolFailed(_Event):
         "raised",
         "timeout",
         "in_doubt",
+        "denied",
+        "rejected",
     ]
     error_type: str
     message: str
@@ -161,6 +184,54 @@ class AnswerRejected(_Event):
     values: tuple[str, ...] = ()
     message: str
     """What the model was told."""
+
+
+class ApprovalRequested(_Event):
+    """A tool call waits for a human. Async requests suspend the run (no process waits); sync ones keep
+    the caller waiting. The deadline is this row: whoever resumes the run after `deadline_at` applies
+    `on_expiry`, so it survives restarts."""
+
+    type: Literal["approval_requested"] = "approval_requested"
+    request_id: str
+    """`<run id>.<seq>`: the run and the position of this event in its journal."""
+    step: int
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]
+    args_hash: str
+    """What a decision binds to: the tool's name and a hash of these arguments."""
+    kind: Literal["policy", "in_doubt"] = "policy"
+    """`policy`: the approval policy asks. `in_doubt`: the run stopped while this non-idempotent call ran;
+    approve = it did not happen, run it; reject = do not run it again."""
+    mode: Literal["async", "sync"] = "async"
+    risk: str = "low"
+    reversible: bool = True
+    confidence: float | None = None
+    reason: str
+    approvers: str = "approvers"
+    deadline_at: float
+    on_expiry: Literal["reject", "escalate", "fail"] = "reject"
+    escalate_to: str | None = None
+    escalated_from: str | None = None
+
+
+class ApprovalDecided(_Event):
+    """A human (or the deadline) decided an approval request."""
+
+    type: Literal["approval_decided"] = "approval_decided"
+    request_id: str
+    call_id: str
+    tool: str
+    decision: Literal["approved", "rejected", "edited", "expired"]
+    by: str
+    """Who decided; `tether` for an expired deadline."""
+    reason: str = ""
+    args_hash: str
+    """The request's `args_hash`: the decision holds only for that tool and those arguments."""
+    arguments: dict[str, Any] | None = None
+    """For `edited`: the arguments that run instead of the proposed ones."""
+    on_expiry: Literal["reject", "escalate", "fail"] | None = None
+    """For `expired`: the action taken."""
 
 
 class RunFinished(_Event):
@@ -184,6 +255,8 @@ Event = Annotated[
     | ToolCompleted
     | ToolFailed
     | AnswerRejected
+    | ApprovalRequested
+    | ApprovalDecided
     | RunFinished,
     Field(discriminator="type"),
 ]

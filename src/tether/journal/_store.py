@@ -26,13 +26,15 @@ import abc
 import hashlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from ..exceptions import ConfigError, LeaseLost, StoreError
 from ._events import (
     TERMINAL_STATUSES,
+    ApprovalDecided,
+    ApprovalRequested,
     Event,
     ModelResponded,
     RunFinished,
@@ -44,7 +46,7 @@ from ._events import (
     event_adapter,
 )
 
-__all__ = ["GENESIS_HASH", "Lease", "RunInfo", "Store", "chain_hash", "verify_chain"]
+__all__ = ["GENESIS_HASH", "Lease", "RunInfo", "Store", "chain_hash", "verify_chain", "wake_time"]
 
 GENESIS_HASH = "0" * 64
 
@@ -168,7 +170,32 @@ def summarize(info: dict[str, Any], events: Sequence[Event]) -> dict[str, Any]:
             info["status"] = "running"
         elif isinstance(ev, RunFinished):
             info.update(status=ev.status, reason=ev.reason, output=ev.output, steps=ev.steps)
+        elif isinstance(ev, ApprovalRequested):
+            info.update(status="suspended", reason=f"waiting for approval {ev.request_id} of {ev.tool}")
+        elif isinstance(ev, ApprovalDecided):
+            # decided: ready for whoever resumes it next (a worker, `tether runs resume`, the waiting caller)
+            info.update(status="pending", reason=f"approval {ev.request_id} {ev.decision}")
+        elif info["status"] in ("pending", "suspended"):
+            info.update(status="running", reason="")
     return info
+
+
+def wake_time(events: Sequence[Event]) -> float | Literal["now"] | None:
+    """When a run that these events leave waiting becomes runnable again, for the store's queue.
+
+    A suspending approval request sets a timer at its deadline (the timer is that row: whoever claims
+    the run then applies the expiry action); a decision makes the run runnable `now` (the store's clock).
+    None: the events change nothing about when the run may be claimed.
+    """
+    wake: float | Literal["now"] | None = None
+    for ev in events:
+        if isinstance(ev, ApprovalRequested):
+            wake = ev.deadline_at if ev.mode == "async" else None
+        elif isinstance(ev, ApprovalDecided):
+            wake = "now"
+        elif isinstance(ev, RunFinished):
+            wake = None
+    return wake
 
 
 def new_summary(run_id: str) -> dict[str, Any]:

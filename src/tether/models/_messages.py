@@ -35,11 +35,15 @@ class ToolCall(_Frozen):
         name: the tool's name.
         arguments: the arguments as parsed JSON; a string when the model's text was not valid JSON,
             so that the error can be shown back to the model instead of being lost.
+        confidence: how sure the model was of this call, in [0, 1], where the backend can tell (the
+            embedded model: the geometric mean of the probabilities of the call's generated tokens);
+            None when unknown. Approval policies escalate low-confidence irreversible calls.
     """
 
     call_id: str
     name: str
     arguments: dict[str, Any] | str
+    confidence: float | None = None
 
 
 class Usage(_Frozen):

@@ -32,8 +32,7 @@ from pydantic_core import to_jsonable_python
 
 from .._clock import Clock, SystemClock
 from ..agents import Agent, RunResult, load_agent
-from ..governance import BudgetKeys, Governance, GovernanceUnavailable, rate_key
-from ..grounding import Evidence, find_ungrounded, ungrounded_in_answer, unusable_answer
+from ..approvals import PolicyDecision, ProposedCall, TierPolicy
 from ..exceptions import (
     ConfigError,
     LeaseLost,
@@ -43,8 +42,12 @@ from ..exceptions import (
     ToolArgumentsError,
     ToolTimeout,
 )
+from ..governance import BudgetKeys, Governance, GovernanceUnavailable, rate_key
+from ..grounding import Evidence, find_ungrounded, ungrounded_in_answer, unusable_answer
 from ..journal import (
     AnswerRejected,
+    ApprovalDecided,
+    ApprovalRequested,
     Event,
     Lease,
     ModelFailed,
@@ -58,13 +61,14 @@ from ..journal import (
     ToolFailed,
     ToolStarted,
     UsageCharged,
+    call_hash,
     open_store,
 )
 from ..models import (
     AssistantMessage,
-    ModelSettings,
     Message,
     ModelResponse,
+    ModelSettings,
     SystemMessage,
     ToolCall,
     ToolResultMessage,
@@ -77,6 +81,9 @@ from ..tools import ToolContext, render_output
 __all__ = ["RunObserver", "Runner", "new_run_id"]
 
 _log = get_logger("tether.runtime")
+
+_DEFAULT_POLICY = TierPolicy()
+"""The approval policy of an agent that sets none."""
 
 
 class RunObserver(Protocol):
@@ -126,10 +133,18 @@ class _State:
     force_tools: tuple[str, ...] = ()
     """A precondition refused a call: the next turn must call one of these."""
     answers_rejected: int = 0
+    requests: dict[str, ApprovalRequested] = field(default_factory=dict)
+    """The latest approval request of each call that needed one."""
+    decisions: dict[str, ApprovalDecided] = field(default_factory=dict)
+    """The latest decision on each call's requests."""
+    suspended: ApprovalRequested | None = None
+    """The request the run stopped to wait on (the run holds no process until it is decided)."""
     lease: Lease | None = None
     """The worker's lease on the run, presented with every append (None: an embedded run)."""
     stop: Callable[[], bool] | None = None
     """Asked before each step; True hands the run back unfinished (a worker shutting down)."""
+    handed_back: bool = False
+    """`stop` said so while the run waited for a synchronous approval."""
 
     @classmethod
     def rebuild(cls, run_id: str, events: Sequence[Event]) -> _State:
@@ -155,9 +170,24 @@ class _State:
                 state.force_answer = ev.kind == "repeated"
                 if ev.needs:
                     state.force_tools = ev.needs
+            elif isinstance(ev, ApprovalRequested):
+                state.requests[ev.call_id] = ev
+            elif isinstance(ev, ApprovalDecided):
+                state.decisions[ev.call_id] = ev
             elif isinstance(ev, RunFinished):
                 state.finished = ev
         return state
+
+    def waiting_on(self, now: float) -> ApprovalRequested | None:
+        """The asynchronous request the run waits on, undecided and before its deadline (else None)."""
+        for call in self.outstanding[:1]:  # calls run in order: only the first can be waiting
+            request = self.requests.get(call.call_id)
+            if request is None or request.mode != "async" or now >= request.deadline_at:
+                continue
+            decision = self.decisions.get(call.call_id)
+            if decision is None or decision.request_id != request.request_id:
+                return request
+        return None
 
     def record_response(self, step: int, response: ModelResponse) -> tuple[ToolCall, int] | None:
         """Add the model's answer; returns its call made most often so far in the run, with the count."""
@@ -165,9 +195,7 @@ class _State:
         self.force_answer = False
         self.force_tool = False
         self.force_tools = ()
-        self.messages.append(
-            AssistantMessage(content=response.text, tool_calls=response.tool_calls)
-        )
+        self.messages.append(AssistantMessage(content=response.text, tool_calls=response.tool_calls))
         self.outstanding = list(response.tool_calls)
         worst: tuple[ToolCall, int] | None = None
         for call in response.tool_calls:
@@ -194,6 +222,28 @@ class _State:
         )
         self.in_doubt.discard(call_id)
         self.outstanding = [c for c in self.outstanding if c.call_id != call_id]
+
+
+@dataclass(frozen=True, slots=True)
+class _Go:
+    """A call cleared to run: what decided it, and the arguments a human edited it to (None: as proposed)."""
+
+    policy: str
+    reason: str
+    arguments: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _ToolSpecView:
+    risk: str
+    reversible: bool
+
+
+class _ToolView:
+    """What `_request` reads of a tool (`spec.risk`, `spec.reversible`), from a request being escalated."""
+
+    def __init__(self, *, risk: str, reversible: bool):
+        self.spec = _ToolSpecView(risk=risk, reversible=reversible)
 
 
 def _first_messages(started: RunStarted) -> list[Message]:
@@ -233,6 +283,8 @@ class Runner:
         observer: told about every event and generated token (for live display).
         governance: the kill switch, budgets, rate limits and prices every step is checked against
             (before each model call and each tool call); None: no governance.
+        approval_poll_s: how often a run waiting on a synchronous (`critical`) approval looks for the
+            decision in its journal.
     """
 
     def __init__(
@@ -242,11 +294,13 @@ class Runner:
         clock: Clock | None = None,
         observer: RunObserver | None = None,
         governance: Governance | None = None,
+        approval_poll_s: float = 0.5,
     ):
         self.store = store if store is not None else open_store()
         self.clock = clock or SystemClock()
         self.observer = observer
         self.governance = governance
+        self.approval_poll_s = approval_poll_s
 
     async def run(
         self,
@@ -339,7 +393,10 @@ class Runner:
 
         Recorded model responses and completed tool calls are reused, not repeated. A call that had
         started but not finished is re-run with the same idempotency key if its tool is `idempotent`;
-        otherwise it is not re-run and the model is told it may or may not have happened.
+        otherwise a human is asked whether it took effect (the run suspends; `Agent(on_in_doubt="report")`
+        instead tells the model it may or may not have happened). A run waiting for an approval whose
+        deadline has not come is returned `suspended` untouched; once decided (or past its deadline) it
+        carries on: the decision (or the deadline's action) applies, and the policy is asked again.
 
         Args:
             agent: the agent to continue with; by default the one the run recorded (`agent_ref`).
@@ -365,6 +422,11 @@ class Runner:
                 )
             agent = load_agent(ref)
         if state.finished is not None:
+            return self._result(agent, state, 0.0)
+        waiting = state.waiting_on(self.clock.now())
+        if waiting is not None:
+            # still waiting for a human and its deadline has not come: nothing to do, nothing written
+            state.suspended = waiting
             return self._result(agent, state, 0.0)
         resumed = RunResumed(
             at=self.clock.now(),
@@ -428,6 +490,9 @@ class Runner:
         while True:
             if state.outstanding:
                 await self._run_calls(agent, state)
+                if state.suspended is not None or state.finished is not None or state.handed_back:
+                    await self._flush(state)
+                    return
                 continue
             if state.stop is not None and state.stop():
                 # between steps: everything done so far is journaled, and the next holder starts here
@@ -467,9 +532,7 @@ class Runner:
                 # cannot go on, and the message says how to fix it
                 await self._model_failed(agent, state, step, exc)
                 return
-            self._add(
-                state, ModelResponded(at=self.clock.now(), step=step, response=response)
-            )
+            self._add(state, ModelResponded(at=self.clock.now(), step=step, response=response))
             self._add(
                 state,
                 UsageCharged(
@@ -506,7 +569,6 @@ class Runner:
         step = state.step
         for call in list(state.outstanding):
             tool = agent.tools.get(call.name)
-            now = self.clock.now()
             if tool is None:
                 self._tool_failed(
                     state,
@@ -555,40 +617,46 @@ class Runner:
                         state, call, "ungrounded", "Ungrounded", _ungrounded_message(agent, call, ungrounded)
                     )
                     continue
-            if call.call_id in state.in_doubt and not tool.spec.idempotent:
-                self._tool_failed(
-                    state,
-                    call,
-                    "in_doubt",
-                    "InDoubt",
-                    f"the run stopped while {call.name!r} was running; it is not idempotent, so tether did not "
-                    "run it again. It may or may not have taken effect: check before calling it again",
-                )
-                _log.warning(
-                    "in-doubt call not re-run", run_id=state.run_id, tool=call.name, call_id=call.call_id
-                )
-                continue
             if self.governance is not None and self.governance.kill_switch is not None:
-                killed = await self.governance.kill_switch.check(
-                    agent.name, call.name, state.started.user_id
-                )
+                killed = await self.governance.kill_switch.check(agent.name, call.name, state.started.user_id)
                 if not killed.allowed:
                     self._tool_failed(
                         state, call, "blocked", "KillSwitch", f"{call.name} is switched off: {killed.reason}"
                     )
                     continue
+            go = await self._approve(agent, state, call, tool)
+            if go is None:
+                if state.suspended is not None or state.finished is not None or state.handed_back:
+                    return
+                continue
+            if go.arguments is not None:  # a human edited the call: the edited arguments run
+                try:
+                    kwargs = tool.validate(go.arguments)
+                except ToolArgumentsError as exc:
+                    self._tool_failed(
+                        state,
+                        call,
+                        "invalid_arguments",
+                        "ToolArgumentsError",
+                        f"the arguments a human approved for {call.name} do not fit it: {exc}",
+                    )
+                    continue
             key = f"{state.run_id}:{step}:{call.call_id}"
             args = call.arguments if isinstance(call.arguments, dict) else {}
+            run_args = go.arguments if go.arguments is not None else args
             state.started_args[call.call_id] = (call.name, _canonical(args))
             self._add(
                 state,
                 ToolStarted(
-                    at=now,
+                    at=self.clock.now(),
                     step=step,
                     call_id=call.call_id,
                     tool=call.name,
-                    arguments=args,
+                    arguments=run_args,
                     idempotency_key=key,
+                    policy=go.policy,
+                    policy_reason=go.reason,
+                    original_arguments=args if go.arguments is not None else None,
                 ),
             )
             await self._flush(state)
@@ -630,6 +698,256 @@ class Runner:
             if not tool.spec.idempotent:
                 # this call's effect must never be repeated: its outcome is durable before anything else
                 await self._flush(state)
+
+    async def _approve(self, agent: Agent, state: _State, call: ToolCall, tool: Any) -> _Go | None:
+        """The approval policy (and, when it asks, a human) on one call about to run.
+
+        Returns how to run it, or None when it does not run now: denied, rejected, expired, waiting for a
+        human (`state.suspended` is set), handed back, or the run ended. The policy is asked every time a
+        call is about to run, on resume too; a recorded decision holds only for the request it answered,
+        which is bound to the tool and a hash of the arguments (`call_hash`): other arguments need a new
+        decision.
+        """
+        args = call.arguments if isinstance(call.arguments, dict) else {}
+        digest = call_hash(call.name, args)
+        policy = agent.policy if agent.policy is not None else _DEFAULT_POLICY
+        kind: Any = "policy"
+        if call.call_id in state.in_doubt and not tool.spec.idempotent:
+            if agent.on_in_doubt == "report":
+                self._tool_failed(
+                    state,
+                    call,
+                    "in_doubt",
+                    "InDoubt",
+                    f"the run stopped while {call.name!r} was running; it is not idempotent, so tether did not "
+                    "run it again. It may or may not have taken effect: check before calling it again",
+                )
+                _log.warning(
+                    "in-doubt call not re-run", run_id=state.run_id, tool=call.name, call_id=call.call_id
+                )
+                return None
+            kind = "in_doubt"
+            base = policy.decide(self._proposed(agent, state, call, tool, args)) if agent.policy else None
+            decided = PolicyDecision(
+                action="ask_async",
+                reason=f"the run stopped while {call.name} was running and it is not idempotent: did it take "
+                "effect? Approve to run it again (it did not happen), reject to not run it (it did)",
+                approvers=base.approvers if base else _DEFAULT_POLICY.approvers,
+                deadline_s=base.deadline_s if base else _DEFAULT_POLICY.deadline_s,
+                on_expiry="reject",
+            )
+        else:
+            decided = policy.decide(self._proposed(agent, state, call, tool, args))
+            if decided.action == "deny":
+                self._tool_failed(
+                    state,
+                    call,
+                    "denied",
+                    "PolicyDenied",
+                    f"{call.name} is not allowed here: {decided.reason}",
+                )
+                return None
+            if decided.action in ("run", "flag"):
+                return _Go(policy=decided.action, reason=decided.reason)
+        while True:
+            request = state.requests.get(call.call_id)
+            decision = state.decisions.get(call.call_id)
+            if decision is not None and request is not None and decision.request_id == request.request_id:
+                if decision.args_hash != request.args_hash:
+                    # a decision bound to other arguments than the ones requested never lets a call run
+                    _log.warning(
+                        "approval decision does not match its request's arguments; asking again",
+                        run_id=state.run_id,
+                        request_id=request.request_id,
+                    )
+                    request = None
+            if request is not None and request.args_hash == digest and request.kind == kind:
+                if decision is not None and decision.request_id == request.request_id:
+                    return await self._decided(state, call, request, decision)
+                now = self.clock.now()
+                if now < request.deadline_at:
+                    if request.mode == "async":
+                        state.suspended = request
+                        _log.info(
+                            "run suspended for approval",
+                            run_id=state.run_id,
+                            request_id=request.request_id,
+                            tool=call.name,
+                            approvers=request.approvers,
+                        )
+                        return None
+                    if not await self._wait_for_decision(state, request):
+                        return None  # handed back while waiting
+                    continue
+                # recorded as expired: `_decided` applies its action next time round, or (escalate) a new
+                # request to the next group went in, to wait on
+                await self._expire(state, call, request)
+                continue
+            self._request(state, call, tool, args, digest, kind, decided)
+            await self._flush(state)
+
+    def _proposed(
+        self, agent: Agent, state: _State, call: ToolCall, tool: Any, args: dict[str, Any]
+    ) -> ProposedCall:
+        groups = state.started.metadata.get("groups", ())
+        return ProposedCall(
+            agent=agent.name,
+            tool=call.name,
+            arguments=args,
+            risk=tool.spec.risk,
+            reversible=tool.spec.reversible,
+            confidence=call.confidence,
+            user_id=state.started.user_id,
+            user_groups=tuple(g for g in groups if isinstance(g, str))
+            if isinstance(groups, list | tuple)
+            else (),
+        )
+
+    def _request(
+        self,
+        state: _State,
+        call: ToolCall,
+        tool: Any,
+        args: dict[str, Any],
+        digest: str,
+        kind: Any,
+        decided: PolicyDecision,
+        *,
+        escalated_from: str | None = None,
+    ) -> ApprovalRequested:
+        now = self.clock.now()
+        request = ApprovalRequested(
+            at=now,
+            request_id=f"{state.run_id}.{state.seq + len(state.buffer)}",
+            step=state.step,
+            call_id=call.call_id,
+            tool=call.name,
+            arguments=args,
+            args_hash=digest,
+            kind=kind,
+            mode="sync" if decided.action == "ask_sync" else "async",
+            risk=tool.spec.risk,
+            reversible=tool.spec.reversible,
+            confidence=call.confidence,
+            reason=decided.reason,
+            approvers=decided.approvers,
+            deadline_at=now + decided.deadline_s,
+            on_expiry=decided.on_expiry,
+            escalate_to=decided.escalate_to,
+            escalated_from=escalated_from,
+        )
+        self._add(state, request)
+        state.requests[call.call_id] = request
+        _log.info(
+            "approval requested",
+            run_id=state.run_id,
+            request_id=request.request_id,
+            tool=call.name,
+            mode=request.mode,
+            approvers=request.approvers,
+            reason=request.reason,
+        )
+        return request
+
+    async def _decided(
+        self, state: _State, call: ToolCall, request: ApprovalRequested, decision: ApprovalDecided
+    ) -> _Go | None:
+        """Apply a recorded decision to its call."""
+        who = f"{decision.by}" + (f" ({decision.reason})" if decision.reason else "")
+        if decision.decision == "approved":
+            return _Go(policy="approved", reason=f"approved by {who}")
+        if decision.decision == "edited":
+            return _Go(
+                policy="edited", reason=f"edited and approved by {who}", arguments=decision.arguments or {}
+            )
+        if decision.decision == "expired" and decision.on_expiry == "fail":
+            await self._finish(
+                state,
+                "failed",
+                f"approval {request.request_id} of {call.name} had no decision by its deadline; the policy fails "
+                "the run",
+            )
+            return None
+        if request.kind == "in_doubt":
+            message = (
+                f"{call.name} was not run again: {who} said it had already taken effect"
+                if decision.decision == "rejected"
+                else f"{call.name} was not run again: nobody confirmed before the deadline whether it had taken "
+                "effect; check before calling it again"
+            )
+            self._tool_failed(state, call, "in_doubt", "InDoubt", message)
+            return None
+        message = (
+            f"{call.name} was not run: {who} rejected it. Do not call it again with these arguments"
+            if decision.decision == "rejected"
+            else f"{call.name} was not run: it needed approval from {request.approvers} and nobody decided before "
+            "the deadline"
+        )
+        self._tool_failed(state, call, "rejected", "ApprovalRejected", message)
+        return None
+
+    async def _expire(self, state: _State, call: ToolCall, request: ApprovalRequested) -> None:
+        """The request's deadline passed with no decision: record it and take the configured action."""
+        expired = ApprovalDecided(
+            at=self.clock.now(),
+            request_id=request.request_id,
+            call_id=call.call_id,
+            tool=call.name,
+            decision="expired",
+            by="tether",
+            reason=f"no decision by the deadline; on_expiry={request.on_expiry}",
+            args_hash=request.args_hash,
+            on_expiry=request.on_expiry,
+        )
+        self._add(state, expired)
+        state.decisions[call.call_id] = expired
+        _log.warning(
+            "approval expired",
+            run_id=state.run_id,
+            request_id=request.request_id,
+            tool=call.name,
+            action=request.on_expiry,
+        )
+        if request.on_expiry == "escalate":
+            # the next group gets a fresh deadline; an escalated request is not escalated again
+            tool = _ToolView(risk=request.risk, reversible=request.reversible)
+            self._request(
+                state,
+                call,
+                tool,
+                request.arguments,
+                request.args_hash,
+                request.kind,
+                PolicyDecision(
+                    action="ask_sync" if request.mode == "sync" else "ask_async",
+                    reason=f"{request.reason}; escalated: {request.approvers} did not decide in time",
+                    approvers=request.escalate_to or request.approvers,
+                    deadline_s=request.deadline_at - request.at,
+                    on_expiry="reject",
+                ),
+                escalated_from=request.request_id,
+            )
+        await self._flush(state)
+
+    async def _wait_for_decision(self, state: _State, request: ApprovalRequested) -> bool:
+        """Wait (the caller waits: a synchronous approval) until the request is decided or its deadline
+        passes; decisions come into the journal from other processes. False: handed back meanwhile."""
+        await self._flush(state)
+        while self.clock.now() < request.deadline_at:
+            if state.stop is not None and state.stop():
+                state.handed_back = True
+                return False
+            await anyio.sleep(max(0.0, min(self.approval_poll_s, request.deadline_at - self.clock.now())))
+            stored = await self.store.load(state.run_id)
+            for item in stored[state.seq :]:
+                self._notify(state.run_id, item.event)
+                if isinstance(item.event, ApprovalDecided):
+                    state.decisions[item.event.call_id] = item.event
+            state.seq = len(stored)
+            decision = state.decisions.get(request.call_id)
+            if decision is not None and decision.request_id == request.request_id:
+                return True
+        return True
 
     def _budget_keys(self, state: _State) -> BudgetKeys:
         feature = state.started.metadata.get("feature")
@@ -826,6 +1144,22 @@ class Runner:
 
     def _result(self, agent: Agent, state: _State, duration_s: float) -> RunResult:
         finished = state.finished
+        if finished is None and state.suspended is not None:
+            request = state.suspended
+            return RunResult(
+                run_id=state.run_id,
+                agent=agent.name,
+                status="suspended",
+                reason=f"waiting for {request.approvers} to decide approval {request.request_id} of "
+                f"{request.tool} ({request.reason}); `tether approvals show {request.request_id}`",
+                output=None,
+                steps=state.step,
+                usage=state.usage,
+                duration_s=duration_s,
+                store=repr(self.store),
+                waiting_for=request.request_id,
+                wake_at=request.deadline_at,
+            )
         if finished is None:  # handed back by `stop`
             return RunResult(
                 run_id=state.run_id,

@@ -21,6 +21,7 @@ from .._store import (
     not_finished,
     summarize,
     verify_chain,
+    wake_time,
 )
 
 __all__ = ["MemoryStore"]
@@ -126,9 +127,10 @@ class MemoryStore(Store):
         if row is None or row.epoch != lease.epoch:
             return False
         row.worker_id, row.expires_at, row.epoch = None, None, row.epoch + 1
-        if self._summaries[lease.run_id]["status"] in TERMINAL_STATUSES:
+        status = self._summaries[lease.run_id]["status"]
+        if status in TERMINAL_STATUSES:
             row.ready_at = None
-        elif row.ready_at is not None:
+        elif status != "suspended" and row.ready_at is not None:  # a suspended run keeps its timer
             row.ready_at = self.clock.now() + max(0.0, delay_s)
         return True
 
@@ -170,6 +172,11 @@ class MemoryStore(Store):
         queued = self._leases.get(run_id)
         if lease is not None and queued is not None and any(isinstance(ev, RunFinished) for ev in events):
             queued.ready_at = None
+        wake = wake_time(events)
+        if wake is not None:
+            self._leases.setdefault(run_id, _LeaseRow()).ready_at = (
+                self.clock.now() if wake == "now" else wake
+            )
         return seq
 
     async def load(self, run_id: str) -> list[StoredEvent]:

@@ -33,6 +33,7 @@ Needs the asyncio event loop (psycopg's async driver and pool are built on it).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,6 +67,7 @@ from .._store import (
     stored_events,
     summarize,
     verify_chain,
+    wake_time,
 )
 
 __all__ = ["PostgresStore"]
@@ -167,7 +169,9 @@ class _Queries:
         self.release = (
             f"UPDATE {leases} SET worker_id = NULL, expires_at = NULL, epoch = epoch + 1, "
             f"ready_at = CASE WHEN ready_at IS NULL OR (SELECT status FROM {runs} r "
-            f"WHERE r.run_id = %(run_id)s) IN ({finished}) THEN NULL ELSE {now} + %(delay_s)s END "
+            f"WHERE r.run_id = %(run_id)s) IN ({finished}) THEN NULL "
+            f"WHEN (SELECT status FROM {runs} r WHERE r.run_id = %(run_id)s) = 'suspended' THEN ready_at "
+            f"ELSE {now} + %(delay_s)s END "  # a suspended run keeps its timer
             "WHERE run_id = %(run_id)s AND epoch = %(epoch)s"
         )
         self.seize = (
@@ -192,35 +196,43 @@ class _Queries:
             f"INSERT INTO {events} (run_id, seq, type, at, data, hash) "
             f"SELECT run.run_id, e.seq, e.type, e.at, e.data, e.hash FROM run, {new_events}"
         )
-        self._appends: dict[tuple[bool, bool], str] = {}
-        for leased in (False, True):
-            for finishing in (False, True):
-                ctes = []
-                condition = ""
-                if leased:
-                    # Locked before the run's row (see the module docstring); held until commit.
-                    ctes.append(
-                        f"lease AS (SELECT 1 FROM {leases} WHERE run_id = %(run_id)s AND epoch = %(epoch)s "
-                        "FOR SHARE)"
-                    )
-                    condition = " AND EXISTS (SELECT 1 FROM lease)"
+        self._appends: dict[tuple[bool, bool, bool], str] = {}
+        for leased, finishing, waking in itertools.product((False, True), repeat=3):
+            if finishing and waking:
+                continue  # a finished run never waits (`wake_time`)
+            ctes = []
+            condition = ""
+            if leased:
+                # Locked before the run's row (see the module docstring); held until commit.
                 ctes.append(
-                    f"run AS (UPDATE {runs} SET {set_run} WHERE run_id = %(run_id)s "
-                    "AND event_count = %(expected_seq)s AND head_hash = %(prev_hash)s"
-                    f"{condition} RETURNING run_id)"
+                    f"lease AS (SELECT 1 FROM {leases} WHERE run_id = %(run_id)s AND epoch = %(epoch)s "
+                    "FOR SHARE)"
                 )
-                if finishing:
-                    # a finished run leaves the queue in the same transaction as its last event
-                    ctes.append(
-                        f"done AS (UPDATE {leases} SET ready_at = NULL "
-                        "WHERE run_id IN (SELECT run_id FROM run))"
-                    )
-                self._appends[leased, finishing] = f"WITH {', '.join(ctes)} {insert_events}"
-        self.append = self._appends[False, False]
+                condition = " AND EXISTS (SELECT 1 FROM lease)"
+            ctes.append(
+                f"run AS (UPDATE {runs} SET {set_run} WHERE run_id = %(run_id)s "
+                "AND event_count = %(expected_seq)s AND head_hash = %(prev_hash)s"
+                f"{condition} RETURNING run_id)"
+            )
+            if finishing:
+                # a finished run leaves the queue in the same transaction as its last event
+                ctes.append(
+                    f"done AS (UPDATE {leases} SET ready_at = NULL WHERE run_id IN (SELECT run_id FROM run))"
+                )
+            if waking:
+                # an approval request's deadline (a timer) or a decision: when the run may be claimed
+                ctes.append(
+                    f"wake AS (INSERT INTO {leases} (run_id, epoch, ready_at) "
+                    f"SELECT run_id, 0, COALESCE(%(wake_at)s::float8, {now}) FROM run "
+                    "ON CONFLICT (run_id) DO UPDATE SET ready_at = EXCLUDED.ready_at)"
+                )
+            self._appends[leased, finishing, waking] = f"WITH {', '.join(ctes)} {insert_events}"
+        self.append = self._appends[False, False, False]
 
-    def append_for(self, *, leased: bool, finishing: bool) -> str:
-        """The append statement for a write with or without a lease, that does or does not finish the run."""
-        return self._appends[leased, finishing]
+    def append_for(self, *, leased: bool, finishing: bool, waking: bool = False) -> str:
+        """The append statement for a write with or without a lease, that does or does not finish the run
+        or set when it may be claimed next."""
+        return self._appends[leased, finishing, waking]
 
 
 @dataclass
@@ -645,11 +657,15 @@ class PostgresStore(Store):
     ) -> int:
         # What the journal's head will be once these events are in: how a retry recognises its own commit.
         written: tuple[int, str] | None = None
+        wake = wake_time(events)
         statement = self._q.append_for(
             leased=lease is not None,
             finishing=lease is not None and any(isinstance(ev, RunFinished) for ev in events),
+            waking=wake is not None,
         )
-        fence = {} if lease is None else {"epoch": lease.epoch}
+        fence: dict[str, Any] = {} if lease is None else {"epoch": lease.epoch}
+        if wake is not None:
+            fence["wake_at"] = None if wake == "now" else wake
 
         async def fast(
             conn: psycopg.AsyncConnection[Any], attempt: _Attempt, known: dict[str, Any]

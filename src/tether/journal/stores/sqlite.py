@@ -47,6 +47,7 @@ from .._store import (
     stored_events,
     summarize,
     verify_chain,
+    wake_time,
 )
 
 __all__ = ["SQLiteStore"]
@@ -62,6 +63,7 @@ _RUN_FIELDS = tuple(c.strip() for c in _RUN_COLUMNS.split(","))
 _FINISHED = "(SELECT status FROM runs WHERE runs.run_id = leases.run_id) IN ({})".format(
     ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
 )
+_SUSPENDED = "(SELECT status FROM runs WHERE runs.run_id = leases.run_id) = 'suspended'"
 
 
 class SQLiteStore(Store):
@@ -315,7 +317,8 @@ class SQLiteStore(Store):
         with self._write() as conn:
             cur = conn.execute(
                 "UPDATE leases SET worker_id = NULL, expires_at = NULL, epoch = epoch + 1, "
-                f"ready_at = CASE WHEN ready_at IS NULL OR {_FINISHED} THEN NULL ELSE ? END "
+                f"ready_at = CASE WHEN ready_at IS NULL OR {_FINISHED} THEN NULL "
+                f"WHEN {_SUSPENDED} THEN ready_at ELSE ? END "  # a suspended run keeps its timer
                 "WHERE run_id = ? AND epoch = ?",
                 (self.clock.now() + max(0.0, delay_s), lease.run_id, lease.epoch),
             )
@@ -374,6 +377,13 @@ class SQLiteStore(Store):
             )
             if lease is not None and any(isinstance(ev, RunFinished) for ev in events):
                 conn.execute("UPDATE leases SET ready_at = NULL WHERE run_id = ?", (run_id,))
+            wake = wake_time(events)
+            if wake is not None:
+                conn.execute(
+                    "INSERT INTO leases (run_id, epoch, ready_at) VALUES (?, 0, ?) "
+                    "ON CONFLICT (run_id) DO UPDATE SET ready_at = excluded.ready_at",
+                    (run_id, self.clock.now() if wake == "now" else wake),
+                )
             return seq
 
     def _rows(self, run_id: str) -> list[tuple[int, str, str]]:
