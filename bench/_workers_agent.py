@@ -1,11 +1,14 @@
-"""The agent the worker benchmark's `tether worker` processes run (imported by path; no bench imports).
+"""The agents the worker and journal benchmarks run (imported by path, by workers too; no bench imports).
 
-The workload of `bench/core.py`: a scripted model that costs nothing, replying by the conversation, one
-trivial tool, 10 tool calls per run, then a final answer (11 model steps).
+`agent` has the workload of `bench/core.py`: a scripted model that costs nothing, replying by the
+conversation, one trivial tool, 10 tool calls per run, then a final answer (11 model steps).
+`approval_agent` (for the resume benchmark) adds as many times as its input says, then calls a high-risk
+tool, which suspends the run until a human decides: suspended runs with journals of any length.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,4 +54,42 @@ agent = Agent(
     model=ScriptedModel(_reply, record=False),
     limits=Limits(max_steps=STEPS_PER_RUN),
     ref=f"{Path(__file__).resolve()}:agent",
+)
+
+
+APPROVAL_MAX_STEPS = 1_000
+
+
+def approval_input(steps: int) -> str:
+    """The input on which `approval_agent` takes `steps` steps before the call that needs a human."""
+    return f"Numbers: 0 1. Add 1 to the last result {steps} times, then refund order 1042."
+
+
+@tool(risk="high", reversible=False)
+def refund(order_id: str) -> str:
+    """Refund an order (high risk: the default approval policy suspends the run until a human decides)."""
+    return f"refunded order {order_id}"
+
+
+def _approval_reply(messages: Sequence[Any], tools: Sequence[ToolDefinition]) -> ModelResponse:
+    # step n adds 1 to n: the argument is the previous result (grounded), and no call repeats; the
+    # refund comes once the input's count is reached
+    steps = int(re.search(r"(\d+) times", messages[1].content).group(1))  # type: ignore[union-attr]
+    step = (len(messages) - 2) // 2
+    if step < steps:
+        call = ToolCall(call_id=f"call_{step}", name="add", arguments={"a": step, "b": 1})
+    elif step == steps:
+        call = ToolCall(call_id=f"call_{step}", name="refund", arguments={"order_id": "1042"})
+    else:
+        return ModelResponse(text="Refunded order 1042.", usage=_USAGE, model="test:scripted")
+    return ModelResponse(tool_calls=(call,), usage=_USAGE, model="test:scripted", finish_reason="tool_calls")
+
+
+approval_agent = Agent(
+    "bench-approval",
+    instructions="Add 1 as many times as asked with the add tool, then refund the order.",
+    tools=[add, refund],
+    model=ScriptedModel(_approval_reply, record=False),
+    limits=Limits(max_steps=APPROVAL_MAX_STEPS),
+    ref=f"{Path(__file__).resolve()}:approval_agent",
 )

@@ -23,7 +23,7 @@ from _common import Skip, format_table, log, machine, skipped, write_results
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "latest.json"
 
-MODULES: tuple[str, ...] = ("core", "workers")
+MODULES: tuple[str, ...] = ("core", "workers", "journal", "models", "routing")
 """The benchmark modules `make bench` runs, in order (`bench/<name>.py`)."""
 
 _OWN_PACKAGES = {"tether", "_common", "_workers_agent", *MODULES}

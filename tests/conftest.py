@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from pgtest import _START_POSTGRES, POSTGRES_DSN, drop_schema, new_schema_name, require_postgres
 from tether.journal import MemoryStore, SQLiteStore, Store
 
 
@@ -16,42 +16,6 @@ def anyio_backend() -> str:
 
 
 STORE_BACKENDS = ["memory", "sqlite", "postgres"]
-
-POSTGRES_DSN = os.environ.get("TETHER_TEST_POSTGRES", "host=127.0.0.1 port=5432 dbname=test user=root")
-"""The server the PostgreSQL tests use; each test gets a schema of its own there, dropped afterwards."""
-
-_START_POSTGRES = (
-    "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
-    "(.ci/run does this), or point TETHER_TEST_POSTGRES at a server (a libpq connection string)"
-)
-
-
-async def require_postgres() -> str:
-    """The test server's connection string; fails the test (never skips it) when it cannot be reached."""
-    try:
-        import psycopg
-    except ImportError:
-        pytest.fail("psycopg is not installed: pip install -e '.[postgres]'", pytrace=False)
-    try:
-        conn = await psycopg.AsyncConnection.connect(POSTGRES_DSN, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        reason = (str(exc).strip().splitlines() or ["unreachable"])[0]
-        pytest.fail(
-            f"PostgreSQL is not reachable at {POSTGRES_DSN!r} ({reason}); {_START_POSTGRES}", pytrace=False
-        )
-    await conn.close()
-    return POSTGRES_DSN
-
-
-def new_schema_name() -> str:
-    return f"tether_test_{secrets.token_hex(6)}"
-
-
-async def drop_schema(schema: str) -> None:
-    import psycopg
-
-    async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture
@@ -123,3 +87,26 @@ def redis_prefix() -> Iterator[str]:
         if keys:
             client.delete(*keys)
         client.close()
+
+
+@pytest.fixture
+def gov_pg_schema() -> Iterator[str]:
+    """A PostgreSQL schema name of this test's own (the backend creates it), dropped afterwards.
+
+    Synchronous, unlike `pg_schema`, so that async tests may request it by name at run time (the
+    governance backend tests). Fails the test (never skips it) when the server cannot be reached.
+    """
+    import psycopg
+
+    try:
+        psycopg.connect(POSTGRES_DSN, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {POSTGRES_DSN!r} ({exc}); {_START_POSTGRES}", pytrace=False
+        )
+    schema = new_schema_name()
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]  # generated name

@@ -11,11 +11,12 @@ PUBLIC = {
         "Agent", "Clock", "ConfigError", "Limits", "ModelSettings", "RunError", "RunResult", "Runner",
         "SystemClock", "TetherError", "ToolContext", "open_store", "run", "run_sync", "tool",
     ],
-    "tether.testing": ["FakeClock", "ScriptedModel", "call"],
+    "tether.testing": ["AnthropicServer", "FakeClock", "FaultProxy", "ScriptedModel", "call"],
     "tether.tools": ["Risk", "Tool", "ToolContext", "ToolSpec", "render_output", "tool"],
     "tether.agents": ["DEFAULT_MODEL", "Agent", "Limits", "RunResult", "load_agent"],
     "tether.runtime": [
-        "RunObserver", "RunState", "Runner", "fork", "new_run_id", "replay", "run", "run_sync",
+        "ReplayReport", "RunObserver", "RunState", "Runner", "check_replay", "fork", "new_run_id", "replay",
+        "run", "run_sync",
     ],
     "tether.workers": ["Worker", "WorkerStats", "cancel", "submit"],
 }

@@ -17,7 +17,8 @@ TetherError
 │   ├── ModelNotFoundError      404: no such model or endpoint path
 │   ├── ModelRateLimited        429: slow down (honour `retry_after`)
 │   ├── ModelServerError        5xx from the endpoint
-│   └── ModelResponseError      the answer could not be understood
+│   ├── ModelResponseError      the answer could not be understood
+│   └── ModelCircuitOpen        the model's circuit breaker is open: the call was not sent
 ├── ToolError                   a tool call failed; its message goes back to the model
 │   ├── ToolArgumentsError      the arguments do not match the tool's schema
 │   ├── ToolNotFound            the model called a tool this agent does not have
@@ -39,6 +40,7 @@ __all__ = [
     "JournalConflict",
     "LeaseLost",
     "ModelAuthError",
+    "ModelCircuitOpen",
     "ModelError",
     "ModelFileError",
     "ModelNotFoundError",
@@ -136,7 +138,15 @@ class RunNotFound(StoreError):
 
 
 class ModelError(TetherError):
-    """A model call failed."""
+    """A model call failed.
+
+    Attributes:
+        attempts: every try the resilience wrappers (`tether.models.RetryModel`, `FallbackModel`,
+            `CircuitBreakerModel`) made before giving up, oldest first, as `tether.models.Attempt`s;
+            empty when the call went through none of them.
+    """
+
+    attempts: tuple[Any, ...] = ()
 
 
 class ModelUnreachable(ModelError):
@@ -173,6 +183,22 @@ class ModelServerError(ModelError):
 
 class ModelResponseError(ModelError):
     """The endpoint answered, but the answer could not be understood."""
+
+
+class ModelCircuitOpen(ModelError):
+    """The model's circuit breaker is open: its recent calls failed, so this one was not sent.
+
+    Not retryable (trying again before `open_until` fails the same way); a fallback model can answer.
+
+    Attributes:
+        breaker: the breaker's name (usually the provider's model name).
+        open_until: wall time (seconds since the epoch) when the breaker lets a probe call through.
+    """
+
+    def __init__(self, message: str, *, breaker: str, open_until: float, retry_after: float | None = None):
+        super().__init__(message, retryable=False, retry_after=retry_after)
+        self.breaker = breaker
+        self.open_until = open_until
 
 
 class ToolError(TetherError):

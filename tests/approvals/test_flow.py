@@ -57,7 +57,11 @@ def build(
         return "Refunded 49.00" if not last.is_error else f"No refund: {last.content[:80]}"
 
     return Agent(
-        "support", tools=[lookup_order, refund], model=ScriptedModel(script), ref="tests:unused", policy=policy
+        "support",
+        tools=[lookup_order, refund],
+        model=ScriptedModel(script),
+        ref="tests:unused",
+        policy=policy,
     )
 
 
@@ -76,8 +80,15 @@ async def test_high_risk_suspends_until_approved_then_runs(store: Store) -> None
     approvals = Approvals(store, clock=clock)
     (pending,) = await approvals.list()
     assert pending.request_id == result.waiting_for and pending.status == "pending"
-    assert pending.request.tool == "refund" and pending.request.arguments == {"order_id": "1042", "amount": 49.0}
-    assert pending.request.risk == "high" and not pending.request.reversible and "high risk" in pending.request.reason
+    assert pending.request.tool == "refund" and pending.request.arguments == {
+        "order_id": "1042",
+        "amount": 49.0,
+    }
+    assert (
+        pending.request.risk == "high"
+        and not pending.request.reversible
+        and "high risk" in pending.request.reason
+    )
 
     # resuming before a decision changes nothing and writes nothing
     count = (await store.get_run("r1")).event_count
@@ -101,7 +112,9 @@ async def test_rejection_goes_back_to_the_model_with_its_reason(store: Store) ->
     clock = FakeClock()
     runner = Runner(store, clock=clock)
     result = await runner.run(build(effects), "refund order 1042", run_id="r1")
-    await Approvals(store, clock=clock).reject(result.waiting_for or "", by="ana", reason="order was never paid")
+    await Approvals(store, clock=clock).reject(
+        result.waiting_for or "", by="ana", reason="order was never paid"
+    )
     done = await runner.resume("r1", build(effects))
     assert effects == [] and done.status == "completed"
     (failed,) = _events(await store.load("r1"), ToolFailed)
@@ -119,11 +132,18 @@ async def test_edit_then_approve_runs_the_edited_arguments_and_keeps_both(store:
     request_id = result.waiting_for or ""
     with pytest.raises(ApprovalError, match="do not fit the tool"):
         await approvals.approve(
-            request_id, by="ana", arguments={"order_id": "1042", "amount": "lots"}, validate=agent.tools["refund"].validate
+            request_id,
+            by="ana",
+            arguments={"order_id": "1042", "amount": "lots"},
+            validate=agent.tools["refund"].validate,
         )
     assert (await approvals.get(request_id)).status == "pending"  # the bad edit changed nothing
     await approvals.approve(
-        request_id, by="ana", reason="half", arguments={"order_id": "1042", "amount": 24.5}, validate=agent.tools["refund"].validate
+        request_id,
+        by="ana",
+        reason="half",
+        arguments={"order_id": "1042", "amount": 24.5},
+        validate=agent.tools["refund"].validate,
     )
     done = await runner.resume("r1", build(effects))
     assert done.status == "completed" and effects == ["refund 1042 24.5"]
@@ -251,7 +271,9 @@ async def test_critical_makes_the_caller_wait_for_a_decision(store: Store) -> No
     outcome: dict[str, Any] = {}
 
     async def drive() -> None:
-        outcome["result"] = await runner.run(build(effects, risk="critical"), "refund order 1042", run_id="r1")
+        outcome["result"] = await runner.run(
+            build(effects, risk="critical"), "refund order 1042", run_id="r1"
+        )
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(drive)
@@ -270,7 +292,9 @@ async def test_critical_wait_ends_at_the_deadline(store: Store) -> None:
     outcome: dict[str, Any] = {}
 
     async def drive() -> None:
-        outcome["result"] = await runner.run(build([], risk="critical", policy=policy), "refund order 1042", run_id="r1")
+        outcome["result"] = await runner.run(
+            build([], risk="critical", policy=policy), "refund order 1042", run_id="r1"
+        )
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(drive)
@@ -320,7 +344,9 @@ async def test_a_suspended_run_is_not_claimed_until_decided_or_due(store: Store)
         store.clock = clock  # type: ignore[attr-defined]  # the queue's times follow the fake clock
     runner = Runner(store, clock=clock)
     agent = build([], policy=TierPolicy(deadline_s=3600))
-    run_id = await store.enqueue("q1", runner._started(agent, "refund order 1042", user_id=None, metadata=None))
+    run_id = await store.enqueue(
+        "q1", runner._started(agent, "refund order 1042", user_id=None, metadata=None)
+    )
     lease = await store.claim("w1", lease_s=30)
     assert lease is not None and lease.run_id == run_id
     result = await runner.resume(run_id, agent, lease=lease)

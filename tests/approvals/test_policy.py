@@ -36,7 +36,9 @@ def test_low_confidence_irreversible_call_always_escalates() -> None:
     assert d.action == "ask_async" and "confidence 0.30 is below 0.60" in d.reason
     assert policy.decide(proposed("low", reversible=True, confidence=0.3)).action == "run"
     assert policy.decide(proposed("low", reversible=False, confidence=0.9)).action == "run"
-    assert policy.decide(proposed("low", reversible=False, confidence=None)).action == "run"  # unknown is not low
+    assert (
+        policy.decide(proposed("low", reversible=False, confidence=None)).action == "run"
+    )  # unknown is not low
     assert policy.decide(proposed("critical", reversible=False, confidence=0.1)).action == "ask_sync"
 
 

@@ -1,4 +1,5 @@
-"""Budgets: figures in refusals, UTC days, and exact attribution under concurrency (memory and Redis)."""
+"""Budgets: figures in refusals, UTC days, and exact attribution under concurrency (memory, Redis and
+PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import random
 
 import anyio
 import pytest
+from gov_helpers import BACKENDS, counters
 
 from tether import ConfigError
 from tether.governance import (
@@ -25,15 +27,7 @@ from tether.testing import FakeClock
 pytestmark = pytest.mark.anyio
 
 
-def counters(kind: str, request: pytest.FixtureRequest) -> Counters:
-    if kind == "memory":
-        return InMemoryCounters()
-    from tether.governance.redis import RedisCounters
-
-    return RedisCounters(prefix=request.getfixturevalue("redis_prefix"))
-
-
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> Counters:
     return counters(request.param, request)
 
@@ -113,7 +107,12 @@ async def test_attribution_is_exact_under_concurrency(
         Budget(scope="feature", max_tokens=10**9),
     ]
     clock = FakeClock()
-    second = backend if isinstance(backend, InMemoryCounters) else counters("redis", request)
+    # the second worker's ledger has counters of its own on the same shared backend (its own connections)
+    second = (
+        backend
+        if isinstance(backend, InMemoryCounters)
+        else counters(request.node.callspec.params["backend"], request)
+    )
     workers = [
         Governance(ledger=BudgetLedger(budgets, counters=backend, clock=clock), prices=prices),
         Governance(ledger=BudgetLedger(budgets, counters=second, clock=clock), prices=prices),

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import tether.governance
+import tether.governance.postgres
 import tether.governance.redis
 
 GOVERNANCE = [
-    "NANO_USD", "Budget", "BudgetBreach", "BudgetDecision", "BudgetKeys", "BudgetLedger", "BudgetPeriod",
-    "BudgetScope", "Cost", "Counters", "Governance", "GovernanceUnavailable", "InMemoryCounters",
-    "InMemoryKillSwitch", "InMemoryRateLimiter", "KeyKind", "KillAction", "KillDecision", "KillRecord",
-    "KillScope", "KillSwitch", "ModelPrice", "PriceTable", "RateDecision", "RateLimit", "RateLimiter",
-    "RateLimits", "UnknownModel", "agent_card", "rate_key", "render_card_markdown",
+    "GOVERNANCE_ENV", "NANO_USD", "Budget", "BudgetBreach", "BudgetDecision", "BudgetKeys", "BudgetLedger",
+    "BudgetPeriod", "BudgetScope", "Cost", "Counters", "Governance", "GovernanceUnavailable",
+    "InMemoryCounters", "InMemoryKillSwitch", "InMemoryRateLimiter", "KeyKind", "KillAction",
+    "KillDecision", "KillRecord", "KillScope", "KillSwitch", "ModelPrice", "PriceTable", "RateDecision",
+    "RateLimit", "RateLimiter", "RateLimits", "UnknownModel", "agent_card", "load_governance", "rate_key",
+    "render_card_markdown",
 ]  # fmt: skip
 
 
@@ -24,4 +26,10 @@ def test_governance_exports() -> None:
 def test_redis_backend_exports() -> None:
     assert tether.governance.redis.__all__ == [
         "DEFAULT_REDIS_URL", "RedisCounters", "RedisKillSwitch", "RedisRateLimiter",
+    ]  # fmt: skip
+
+
+def test_postgres_backend_exports() -> None:
+    assert tether.governance.postgres.__all__ == [
+        "DEFAULT_SCHEMA", "PostgresCounters", "PostgresKillSwitch", "PostgresRateLimiter",
     ]  # fmt: skip

@@ -1,4 +1,5 @@
-"""The kill switch: scopes, audit records, refusals that change nothing, and Redis seen by every worker."""
+"""The kill switch: scopes, audit records, refusals that change nothing, and Redis or PostgreSQL seen by
+every worker."""
 
 from __future__ import annotations
 
@@ -7,23 +8,17 @@ import sys
 import textwrap
 
 import pytest
+from gov_helpers import BACKENDS, POSTGRES_DSN, SHARED
+from gov_helpers import kill_switch as make
 
 from tether import ConfigError
-from tether.governance import GovernanceUnavailable, InMemoryKillSwitch, KillRecord, KillSwitch
+from tether.governance import GovernanceUnavailable, KillRecord
 from tether.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
 
 
-def make(kind: str, request: pytest.FixtureRequest, clock: FakeClock, **kw: object) -> KillSwitch:
-    if kind == "memory":
-        return InMemoryKillSwitch(clock=clock, **kw)  # type: ignore[arg-type]  # known_* only
-    from tether.governance.redis import RedisKillSwitch
-
-    return RedisKillSwitch(prefix=request.getfixturevalue("redis_prefix"), clock=clock, **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=BACKENDS)
 def kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
@@ -111,11 +106,15 @@ async def test_unknown_agent_is_refused_and_nothing_changes(
 WORKER = textwrap.dedent(
     """
     import sys, anyio
-    from tether.governance.redis import RedisKillSwitch
 
     async def main():
-        ks = RedisKillSwitch(prefix=sys.argv[1])
-        if sys.argv[2] == "engage":
+        if sys.argv[1] == "redis":
+            from tether.governance.redis import RedisKillSwitch
+            ks = RedisKillSwitch(prefix=sys.argv[2])
+        else:
+            from tether.governance.postgres import PostgresKillSwitch
+            ks = PostgresKillSwitch(url=sys.argv[3], schema=sys.argv[2])
+        if sys.argv[4] == "engage":
             await ks.engage("agent", "support", by="oncall", reason="stop it")
         else:
             d = await ks.check("support")
@@ -127,10 +126,16 @@ WORKER = textwrap.dedent(
 )
 
 
-def test_redis_switch_engaged_in_one_process_stops_another(redis_prefix: str) -> None:
+@pytest.mark.parametrize("shared", SHARED)
+def test_a_switch_engaged_in_one_process_stops_another(shared: str, request: pytest.FixtureRequest) -> None:
+    where = request.getfixturevalue("redis_prefix" if shared == "redis" else "gov_pg_schema")
+
     def worker(action: str) -> str:
         out = subprocess.run(
-            [sys.executable, "-c", WORKER, redis_prefix, action], capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", WORKER, shared, where, POSTGRES_DSN, action],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
@@ -147,3 +152,16 @@ async def test_redis_unreachable_fails_closed() -> None:
     with pytest.raises(GovernanceUnavailable, match="unreachable while checking the kill switch"):
         await ks.check("support")
     await ks.aclose()
+
+
+async def test_postgres_unreachable_fails_closed() -> None:
+    from tether.governance.postgres import PostgresKillSwitch
+
+    ks = PostgresKillSwitch(url="postgresql://root:secret@127.0.0.1:1/test")
+    with pytest.raises(GovernanceUnavailable) as info:
+        await ks.check("support")
+    await ks.aclose()
+    message = str(info.value)
+    assert "unreachable while checking the kill switch" in message and "127.0.0.1:1/test" in message
+    assert "start the server" in message and "secret" not in message and "\n" not in message
+    assert info.value.retryable

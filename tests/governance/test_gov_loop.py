@@ -40,7 +40,10 @@ def agent(script: list | None = None) -> Agent:
     return Agent(
         "support",
         tools=[lookup],
-        model=ScriptedModel(script or [call("lookup", order_id="1042"), "a kettle"], usage=Usage(input_tokens=300, output_tokens=100)),
+        model=ScriptedModel(
+            script or [call("lookup", order_id="1042"), "a kettle"],
+            usage=Usage(input_tokens=300, output_tokens=100),
+        ),
     )
 
 
@@ -49,7 +52,11 @@ async def test_an_engaged_kill_switch_stops_the_run_before_its_next_step() -> No
     await kill.engage("agent", "support", by="oncall@example.com", reason="bad refunds")
     store = MemoryStore()
     result = await Runner(store, governance=Governance(kill_switch=kill)).run(agent(), "order 1042")
-    assert result.status == "cancelled" and "kill switch" in result.reason and "oncall@example.com" in result.reason
+    assert (
+        result.status == "cancelled"
+        and "kill switch" in result.reason
+        and "oncall@example.com" in result.reason
+    )
     assert result.steps == 0
 
 
@@ -100,4 +107,8 @@ async def test_an_unreachable_backend_fails_closed() -> None:
             raise GovernanceUnavailable("cannot reach Redis at redis://127.0.0.1:1; start redis-server")
 
     result = await Runner(MemoryStore(), governance=Governance(kill_switch=Down())).run(agent(), "order 1042")
-    assert result.status == "failed" and "governance unavailable" in result.reason and "redis-server" in result.reason
+    assert (
+        result.status == "failed"
+        and "governance unavailable" in result.reason
+        and "redis-server" in result.reason
+    )

@@ -1,4 +1,5 @@
-"""Token buckets: exact refill on a fake clock, shared buckets in Redis, a clear error without Redis."""
+"""Token buckets: exact refill on a fake clock, buckets shared through Redis or PostgreSQL, a clear error
+when the server is not there."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import textwrap
 
 import anyio
 import pytest
+from gov_helpers import BACKENDS, POSTGRES_DSN, SHARED, rate_limiter
 
 from tether import ConfigError
 from tether.governance import (
@@ -27,19 +29,10 @@ pytestmark = pytest.mark.anyio
 LIMITS = RateLimits(rules={"user": RateLimit(capacity=3, refill_per_s=0.5)})
 
 
-def make(kind: str, clock: FakeClock, prefix: str | None) -> RateLimiter:
-    if kind == "memory":
-        return InMemoryRateLimiter(LIMITS, clock=clock)
-    from tether.governance.redis import RedisRateLimiter
-
-    return RedisRateLimiter(LIMITS, prefix=prefix or "", clock=clock)
-
-
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=BACKENDS)
 def limiter_and_clock(request: pytest.FixtureRequest) -> tuple[RateLimiter, FakeClock]:
     clock = FakeClock()
-    prefix = request.getfixturevalue("redis_prefix") if request.param == "redis" else None
-    return make(request.param, clock, prefix), clock
+    return rate_limiter(request.param, request, LIMITS, clock), clock
 
 
 async def test_bucket_refills_exactly(limiter_and_clock: tuple[RateLimiter, FakeClock]) -> None:
@@ -102,13 +95,12 @@ async def test_bad_keys_rules_and_costs_are_config_errors() -> None:
         RateLimit(capacity=0, refill_per_s=1)
 
 
-async def test_redis_two_clients_never_over_admit(redis_prefix: str) -> None:
-    from tether.governance.redis import RedisRateLimiter
-
+@pytest.mark.parametrize("shared", SHARED)
+async def test_two_clients_never_over_admit(shared: str, request: pytest.FixtureRequest) -> None:
     # a bucket that does not refill within the test: exactly `capacity` acquires may succeed
     limits = RateLimits(rules={"feature": RateLimit(capacity=37, refill_per_s=1e-6)})
-    a = RedisRateLimiter(limits, prefix=redis_prefix)
-    b = RedisRateLimiter(limits, prefix=redis_prefix)
+    a = rate_limiter(shared, request, limits)
+    b = rate_limiter(shared, request, limits)
     results: list[bool] = []
 
     async def hit(limiter: RateLimiter) -> None:
@@ -127,12 +119,15 @@ WORKER = textwrap.dedent(
     """
     import sys, anyio
     from tether.governance import RateLimit, RateLimits
-    from tether.governance.redis import RedisRateLimiter
 
     async def main():
-        limiter = RedisRateLimiter(
-            RateLimits(rules={"tool": RateLimit(capacity=60, refill_per_s=1e-6)}), prefix=sys.argv[1]
-        )
+        limits = RateLimits(rules={"tool": RateLimit(capacity=60, refill_per_s=1e-6)})
+        if sys.argv[1] == "redis":
+            from tether.governance.redis import RedisRateLimiter
+            limiter = RedisRateLimiter(limits, prefix=sys.argv[2])
+        else:
+            from tether.governance.postgres import PostgresRateLimiter
+            limiter = PostgresRateLimiter(limits, url=sys.argv[3], schema=sys.argv[2])
         allowed = []
         async def hit():
             allowed.append((await limiter.acquire("tool:refund")).allowed)
@@ -147,9 +142,13 @@ WORKER = textwrap.dedent(
 )
 
 
-def test_redis_two_processes_share_one_bucket(redis_prefix: str) -> None:
+@pytest.mark.parametrize("shared", SHARED)
+def test_two_processes_share_one_bucket(shared: str, request: pytest.FixtureRequest) -> None:
+    where = request.getfixturevalue("redis_prefix" if shared == "redis" else "gov_pg_schema")
     procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, redis_prefix], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, shared, where, POSTGRES_DSN], stdout=subprocess.PIPE, text=True
+        )
         for _ in range(2)
     ]
     counts = [int(p.communicate(timeout=60)[0]) for p in procs]
@@ -168,3 +167,16 @@ async def test_redis_unreachable_says_what_to_do() -> None:
     assert "\n" not in message and "secret" not in message
     assert "127.0.0.1:1" in message and "start it" in message
     assert info.value.retryable
+
+
+async def test_postgres_unreachable_says_what_to_do() -> None:
+    from tether.governance.postgres import PostgresRateLimiter
+
+    limiter = PostgresRateLimiter(LIMITS, url="postgresql://root:secret@127.0.0.1:1/test")
+    with pytest.raises(GovernanceUnavailable) as info:
+        await limiter.acquire("user:alice")
+    await limiter.aclose()
+    message = str(info.value)
+    assert "\n" not in message and "secret" not in message
+    assert "127.0.0.1:1" in message and "start the server" in message
+    assert "acquiring rate limit 'user:alice'" in message

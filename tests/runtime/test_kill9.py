@@ -1,4 +1,7 @@
-"""A run killed with SIGKILL mid-step is resumed by `tether runs resume` in a new process."""
+"""A run killed with SIGKILL mid-step is resumed by `tether runs resume` in a new process.
+
+(A process killed during the journal write itself: `tests/journal/test_faults_kill9_writes.py`.)
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
 
 AGENT = str(Path(__file__).with_name("crash_agent.py")) + ":agent"
 TETHER = [sys.executable, "-m", "tether.cli"]
@@ -36,7 +37,9 @@ def _kill_mid_tool(tmp_path: Path, idempotent: bool) -> str:
     while not (tmp_path / "hanging").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise AssertionError(f"the run never reached the hanging tool: {(tmp_path / 'first.out').read_text()}")
+            raise AssertionError(
+                f"the run never reached the hanging tool: {(tmp_path / 'first.out').read_text()}"
+            )
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
@@ -75,7 +78,11 @@ def test_kill9_mid_tool_then_resume_repeats_no_model_call_and_no_completed_tool(
     assert _lines(tmp_path / "ledger.log") == [1, 2, 3, 3, 4, 5]
 
     shown = subprocess.run(
-        [*TETHER, "runs", "show", run_id, "--json"], env=_env(tmp_path), capture_output=True, text=True, check=True
+        [*TETHER, "runs", "show", run_id, "--json"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     journal = json.loads(shown.stdout)
     assert journal["integrity"]["ok"]
@@ -89,7 +96,11 @@ def test_kill9_mid_non_idempotent_tool_is_not_rerun(tmp_path: Path) -> None:
     ledger = _lines(tmp_path / "ledger.log")
     assert ledger.count(3) == 1 and ledger.count(1) == 1 and ledger.count(2) == 1
     shown = subprocess.run(
-        [*TETHER, "runs", "show", run_id, "--json"], env=_env(tmp_path), capture_output=True, text=True, check=True
+        [*TETHER, "runs", "show", run_id, "--json"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     failed = [e for e in json.loads(shown.stdout)["events"] if e["type"] == "tool_failed"]
     assert failed and failed[0]["kind"] == "in_doubt"

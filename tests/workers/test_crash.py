@@ -68,6 +68,7 @@ class Fleet:
     logs: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     started: int = 0
+    log_of: dict[int, Path] = field(default_factory=dict)
 
     def start(self) -> subprocess.Popen[bytes]:
         self.started += 1
@@ -92,7 +93,12 @@ class Fleet:
         )
         log.close()
         self.procs.append(proc)
+        self.log_of[proc.pid] = self.logs / f"worker-{self.started}.log"
         return proc
+
+    def busy(self) -> list[subprocess.Popen[bytes]]:
+        """Live workers that have claimed a run: killing one that is still starting up tests nothing."""
+        return [p for p in self.alive() if b"run claimed" in self.log_of[p.pid].read_bytes()]
 
     def alive(self) -> list[subprocess.Popen[bytes]]:
         return [p for p in self.procs if p.poll() is None]
@@ -172,11 +178,16 @@ async def _wait_all_finished(store: Store, run_ids: list[str], deadline_s: float
 
 
 async def _chaos(fleet: Fleet, kills: int, rng: random.Random) -> int:
-    """SIGKILL a random worker every 0.2-1 s and start a new one, `kills` times; returns kills made."""
+    """SIGKILL a random worker holding runs every 0.2-1 s and start a new one, `kills` times; returns kills
+    made."""
     made = 0
     while made < kills:
         await anyio.sleep(rng.uniform(0.2, 1.0))
-        victim = rng.choice(fleet.alive())
+        # on a loaded machine a new worker takes seconds to start: wait for one that holds runs
+        with anyio.fail_after(60):
+            while not (busy := fleet.busy()):
+                await anyio.sleep(0.1)
+        victim = rng.choice(busy)
         victim.kill()
         victim.wait()
         made += 1

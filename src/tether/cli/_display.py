@@ -17,6 +17,8 @@ from rich.text import Text
 from ..agents import RunResult
 from ..journal import (
     AnswerRejected,
+    ApprovalDecided,
+    ApprovalRequested,
     Event,
     ModelFailed,
     ModelResponded,
@@ -148,6 +150,11 @@ def render_result(console: Console, result: RunResult, wall_s: float) -> None:
         + f") · {wall_s:.2f}s wall"
     )
     console.print(f"run id [bold]{result.run_id}[/] · journal {escape(result.store)}")
+    if result.waiting_for is not None:
+        console.print(
+            f"[cyan]waiting for approval {result.waiting_for}[/]: tether approvals show {result.waiting_for}, "
+            f"then tether approvals approve|reject {result.waiting_for} --by NAME"
+        )
     console.print(f"[dim]see every step: tether runs show {result.run_id}[/]")
 
 
@@ -181,7 +188,22 @@ def _describe(ev: Event) -> str:
     if isinstance(ev, ModelFailed):
         return f"{ev.error_type}: {ev.message}" + (" (retryable)" if ev.retryable else "")
     if isinstance(ev, ToolStarted):
-        return f"{ev.tool}({short(ev.arguments, 120)}) key {ev.idempotency_key}"
+        policy = "" if ev.policy in (None, "run") else f" [{ev.policy}: {short(ev.policy_reason, 80)}]"
+        edited = (
+            f" (proposed {short(ev.original_arguments, 80)})" if ev.original_arguments is not None else ""
+        )
+        return f"{ev.tool}({short(ev.arguments, 120)}){edited} key {ev.idempotency_key}{policy}"
+    if isinstance(ev, ApprovalRequested):
+        conf = f", confidence {ev.confidence:.2f}" if ev.confidence is not None else ""
+        return (
+            f"{ev.request_id}: {ev.tool}({short(ev.arguments, 100)}) {ev.risk} risk{conf}, {ev.mode}, "
+            f"for {ev.approvers} by {datetime.fromtimestamp(ev.deadline_at, tz=UTC):%Y-%m-%d %H:%M} UTC — "
+            f"{short(ev.reason, 100)}"
+        )
+    if isinstance(ev, ApprovalDecided):
+        why = f": {short(ev.reason, 100)}" if ev.reason else ""
+        edit = f" to {short(ev.arguments, 100)}" if ev.arguments is not None else ""
+        return f"{ev.request_id} {ev.decision}{edit} by {ev.by}{why}"
     if isinstance(ev, ToolCompleted):
         return f"{ev.tool} → {short(ev.content, 140)} ({ev.duration_s * 1000:.1f} ms)"
     if isinstance(ev, ToolFailed):

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from ..agents import Agent, RunResult, load_agent
 from ..exceptions import RunNotFound, TetherError
+from ..governance import GOVERNANCE_ENV, Governance, load_governance
 from ..journal import Store, open_store, store_url
 from ..runtime import Runner
 from ..telemetry import configure_logging
@@ -23,7 +24,7 @@ __all__ = ["main"]
 
 T = TypeVar("T")
 
-EXIT_OK, EXIT_RUN_FAILED, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_RUN_FAILED, EXIT_ERROR, EXIT_SUSPENDED = 0, 1, 2, 3
 
 
 def _fail(message: str) -> NoReturn:
@@ -56,6 +57,8 @@ def _result_json(result: RunResult) -> dict[str, Any]:
         "usage": result.usage.model_dump(),
         "duration_s": round(result.duration_s, 4),
         "store": result.store,
+        "waiting_for": result.waiting_for,
+        "wake_at": result.wake_at,
     }
 
 
@@ -68,6 +71,20 @@ store_option = click.option(
     "(env TETHER_STORE; default ./.tether/tether.db).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+governance_option = click.option(
+    "--governance",
+    "governance_file",
+    envvar=GOVERNANCE_ENV,
+    default=None,
+    metavar="FILE",
+    help="A governance TOML file: budgets, rate limits, prices, the kill switch and their backend "
+    f"(env {GOVERNANCE_ENV}; default: none).",
+)
+
+
+def _governance(path: str | None) -> Governance | None:
+    """The governance a file describes, or None without one. Raises ConfigError naming the file's mistake."""
+    return load_governance(path) if path else None
 
 
 def _open(url: str | None) -> Store:
@@ -92,15 +109,20 @@ def cli(log_level: str) -> None:
 
 
 async def _drive(
-    start: Callable[[Runner], Awaitable[RunResult]], store: Store, as_json: bool
+    start: Callable[[Runner], Awaitable[RunResult]],
+    store: Store,
+    as_json: bool,
+    governance: Governance | None = None,
 ) -> tuple[RunResult, float]:
     console = Console(stderr=as_json, highlight=False)
-    runner = Runner(store, observer=None if as_json else LiveDisplay(console))
+    runner = Runner(store, observer=None if as_json else LiveDisplay(console), governance=governance)
     t0 = time.perf_counter()
     try:
         result = await start(runner)
     finally:
         await store.aclose()
+        if governance is not None:
+            await governance.aclose()
     wall = time.perf_counter() - t0
     if as_json:
         _emit_json(_result_json(result))
@@ -110,6 +132,8 @@ async def _drive(
 
 
 def _exit_for(result: RunResult) -> NoReturn:
+    if result.status in ("suspended", "running", "pending"):
+        sys.exit(EXIT_SUSPENDED)  # not finished: waiting for a human (or handed back to the queue)
     sys.exit(EXIT_OK if result.ok else EXIT_RUN_FAILED)
 
 
@@ -125,6 +149,7 @@ def _exit_for(result: RunResult) -> NoReturn:
     help="With --detach: submitting again with this key creates nothing and prints the first run's id.",
 )
 @store_option
+@governance_option
 @json_option
 def run(
     agent_ref: str,
@@ -133,6 +158,7 @@ def run(
     detach: bool,
     idempotency_key: str | None,
     store: str | None,
+    governance_file: str | None,
     as_json: bool,
 ) -> None:
     """Run an agent defined in Python (`package.module:agent` or `file.py:agent`)."""
@@ -161,8 +187,10 @@ def run(
 
     async def go() -> RunResult:
         agent = load_agent(agent_ref)
+        # a detached run is governed by the worker that claims it; this one, by the file given here
+        governance = _governance(governance_file)
         s = _open(store)
-        result, _ = await _drive(lambda r: r.run(agent, input_text, user_id=user_id), s, as_json)
+        result, _ = await _drive(lambda r: r.run(agent, input_text, user_id=user_id), s, as_json, governance)
         return result
 
     _exit_for(_run_async(go))

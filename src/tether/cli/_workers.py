@@ -24,9 +24,11 @@ from ._main import (
     _emit_json,
     _exit_for,
     _fail,
+    _governance,
     _open,
     _run_async,
     cli,
+    governance_option,
     json_option,
     runs,
     store_option,
@@ -65,6 +67,13 @@ def parse_duration(text: str) -> float:
 @click.option(
     "--worker-id", default=None, help="This worker's name in leases and logs (default host:pid:random)."
 )
+@click.option(
+    "--max-attempts",
+    default=5,
+    show_default=True,
+    help="Tries this worker gives a run it cannot get past (an unreadable journal) before ending it failed.",
+)
+@governance_option
 @json_option
 @click.pass_context
 def worker(
@@ -74,6 +83,8 @@ def worker(
     lease_s: float,
     poll_s: float,
     worker_id: str | None,
+    max_attempts: int,
+    governance_file: str | None,
     as_json: bool,
 ) -> None:
     """Claim queued runs and run them until SIGTERM or SIGINT (which drain: each run finishes its step)."""
@@ -86,17 +97,30 @@ def worker(
         configure_logging("info")
 
     async def go() -> dict[str, Any]:
+        # every worker sharing the file's backend enforces one set of budgets, rate limits and switches
+        governance = _governance(governance_file)
         s = _open(store)
         try:
-            w = Worker(s, concurrency=concurrency, lease_s=lease_s, poll_s=poll_s, worker_id=worker_id)
+            w = Worker(
+                s,
+                concurrency=concurrency,
+                lease_s=lease_s,
+                poll_s=poll_s,
+                worker_id=worker_id,
+                governance=governance,
+                max_attempts=max_attempts,
+            )
+            governed = f"; governed by {governance_file}" if governance is not None else ""
             click.echo(
                 f"worker {w.worker_id}: {concurrency} at a time from {store_url(store)} "
-                f"(lease {lease_s:g}s); SIGTERM or Ctrl-C drains",
+                f"(lease {lease_s:g}s{governed}); SIGTERM or Ctrl-C drains",
                 err=True,
             )
             stats = await w.run(handle_signals=True)
         finally:
             await s.aclose()
+            if governance is not None:
+                await governance.aclose()
         return {"worker_id": w.worker_id, **vars(stats)}
 
     result = _run_async(go)

@@ -1,7 +1,9 @@
 """Governance: rate limits, budgets and prices, the kill switch, agent cards.
 
-Each control is a contract with an in-process implementation here and a shared one in
-`tether.governance.redis` (install `tether[redis]`). `Governance` bundles the ones a runtime uses.
+Each control is a contract with an in-process implementation here and shared ones in
+`tether.governance.redis` (install `tether[redis]`) and `tether.governance.postgres` (install
+`tether[postgres]`). `Governance` bundles the ones a runtime uses; `load_governance(path)` builds it from
+a TOML file (or the file `TETHER_GOVERNANCE` names), so every worker and the CLI enforce the same controls.
 """
 
 from ._budgets import Budget as Budget
@@ -15,6 +17,8 @@ from ._budgets import Spend as Spend
 from ._bundle import Governance as Governance
 from ._card import agent_card as agent_card
 from ._card import render_card_markdown as render_card_markdown
+from ._config import GOVERNANCE_ENV as GOVERNANCE_ENV
+from ._config import load_governance as load_governance
 from ._counters import NANO_USD as NANO_USD
 from ._counters import Counters as Counters
 from ._counters import InMemoryCounters as InMemoryCounters
@@ -38,6 +42,7 @@ from ._ratelimit import RateLimits as RateLimits
 from ._ratelimit import rate_key as rate_key
 
 __all__ = [
+    "GOVERNANCE_ENV",
     "NANO_USD",
     "Budget",
     "BudgetBreach",
@@ -67,6 +72,7 @@ __all__ = [
     "RateLimits",
     "UnknownModel",
     "agent_card",
+    "load_governance",
     "rate_key",
     "render_card_markdown",
 ]

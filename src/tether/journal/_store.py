@@ -133,6 +133,22 @@ def check_history(history: Sequence[Event]) -> list[Event]:
     return list(history)
 
 
+def same_submission(key: str, run_id: str, agent: str, input: str, started: RunStarted) -> str:
+    """`run_id`, the run first submitted with idempotency key `key`, if `started` asks for the same thing.
+
+    Raises:
+        ConfigError: the key was first used for another agent or input.
+    """
+    if (agent, input) != (started.agent, started.input):
+        what = "another agent" if agent != started.agent else "another input"
+        raise ConfigError(
+            f"idempotency key {key!r} was first used for run {run_id!r} (agent {agent!r}) with {what}; "
+            "a key names one submission: use a new key for a new request, or the same agent and input "
+            f"to get run {run_id!r} back"
+        )
+    return run_id
+
+
 def check_lease_s(lease_s: float) -> float:
     if not lease_s > 0:
         raise ConfigError(f"lease_s must be a positive number of seconds; got {lease_s!r}")

@@ -28,6 +28,16 @@ class ModelSettings:
         seed: sampling seed, where the backend supports one.
         allowed_tools: with `tool_choice="required"`, the call must be to one of these (all tools stay
             in the prompt, so a local model's KV cache still matches). None: any tool.
+        sensitive: the request holds data that must not leave this host: a `Router` sends it only to
+            private models and a `CachedModel` neither stores nor serves it.
+        hints: routing hints from the caller: `reasoning` (needs the reasoning tier), `latency_critical`
+            (the fast tier), `tier:<name>` (exactly that tier).
+        budget_usd: the most this one call should cost; a `Router` moves down a tier while the
+            estimated cost is over it. None: no per-call budget.
+        cache_scope: who may share cached answers (agent and tenant, e.g. `support/acme`); answers are
+            never served across scopes.
+        route_key: what A/B splits hash to pick an arm (a run id: every call of a run lands in the same
+            arm); "" hashes the request's first user message.
     """
 
     max_tokens: int = 512
@@ -36,6 +46,11 @@ class ModelSettings:
     tool_choice: Literal["auto", "required", "none"] = "auto"
     seed: int | None = 0
     allowed_tools: tuple[str, ...] | None = None
+    sensitive: bool = False
+    hints: tuple[str, ...] = ()
+    budget_usd: float | None = None
+    cache_scope: str = ""
+    route_key: str = ""
 
 
 class Model(abc.ABC):

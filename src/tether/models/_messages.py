@@ -12,8 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "AssistantMessage",
+    "Attempt",
+    "AttemptOutcome",
     "Message",
     "ModelResponse",
+    "Route",
     "SystemMessage",
     "ToolCall",
     "ToolDefinition",
@@ -72,6 +75,68 @@ class Usage(_Frozen):
         )
 
 
+AttemptOutcome = Literal[
+    "ok",
+    "timeout",
+    "rate_limited",
+    "server_error",
+    "unreachable",
+    "invalid_output",
+    "context_length",
+    "circuit_open",
+    "error",
+]
+"""How one try at a model call ended (`error`: any other refusal, such as 401, 404 or a bad request)."""
+
+
+class Attempt(_Frozen):
+    """One try at a model call, as the resilience wrappers (retry, circuit breaker, fallback) saw it.
+
+    Attributes:
+        model: the name of the model tried.
+        outcome: how the try ended.
+        http_status: the HTTP status the endpoint failed with, when it sent one.
+        error: the error's message ("" for `ok`).
+        duration_s: how long the try took.
+        wait_before_s: how long tether waited before making it (backoff with jitter, `Retry-After`).
+    """
+
+    model: str
+    outcome: AttemptOutcome
+    http_status: int | None = None
+    error: str = ""
+    duration_s: float = 0.0
+    wait_before_s: float = 0.0
+
+
+class Route(_Frozen):
+    """Why a request went to the model it went to: one routing decision, journaled with the response.
+
+    Attributes:
+        tier: the tier chosen (`fast`, `standard`, `reasoning`).
+        model: the name of the model the tier sent the request to.
+        reason: the rules that decided, in words (complexity signals, hints, budget, sensitivity, split,
+            escalations after a failed quality check).
+        complexity: the request's estimated complexity in [0, 1].
+        estimated_cost_usd: the call's estimated worst-case cost (prompt + `max_tokens` of output) on
+            `model`; None when the model has no price.
+        variant: the A/B split arm the request fell in (`split:arm`), "" when no split applied.
+        sensitive: the request was sensitive (marked so, or personal data was found in it).
+        private: `model` is configured as private (it runs on this host).
+        escalations: tiers tried before this one, each `tier model: why it was not good enough`.
+    """
+
+    tier: str
+    model: str
+    reason: str
+    complexity: float = 0.0
+    estimated_cost_usd: float | None = None
+    variant: str = ""
+    sensitive: bool = False
+    private: bool = False
+    escalations: tuple[str, ...] = ()
+
+
 class ModelResponse(_Frozen):
     """What a model answered: text, tool calls, or both.
 
@@ -83,6 +148,12 @@ class ModelResponse(_Frozen):
         finish_reason: `stop`, `tool_calls`, `length` or what the provider said.
         duration_s: wall time of the call.
         repairs: what tether had to fix to understand the answer (a call written as text, a fence...).
+        attempts: every try the resilience wrappers made for this answer, oldest first, the last one `ok`
+            (empty when the model was called without them).
+        route: the router's decision, when a `tether.models.Router` chose the model.
+        cache: `exact` or `semantic` when a `tether.models.CachedModel` served the answer from its cache
+            (`usage` is then zero: nothing was spent), None when a model answered.
+        cache_similarity: for a semantic hit, the cosine similarity of the request to the cached one.
     """
 
     text: str = ""
@@ -92,6 +163,10 @@ class ModelResponse(_Frozen):
     finish_reason: str = "stop"
     duration_s: float = 0.0
     repairs: tuple[str, ...] = ()
+    attempts: tuple[Attempt, ...] = ()
+    route: Route | None = None
+    cache: Literal["exact", "semantic"] | None = None
+    cache_similarity: float | None = None
 
 
 class SystemMessage(_Frozen):

@@ -1,23 +1,52 @@
-"""Time travel over a journal: the state of a run at any event, and new runs forked from it.
+"""Time travel over a journal: the state of a run at any event, new runs forked from it, and replay checks.
 
-Both rebuild state exactly as a resume does (`_State.rebuild`), so what `tether runs replay` shows at
-event N is what a worker resuming from event N would start from.
+`replay` and `fork` rebuild state exactly as a resume does (`_State.rebuild`), so what `tether runs replay`
+shows at event N is what a worker resuming from event N would start from.
+
+`check_replay` is the determinism check (as Temporal's replay tests): it re-drives a recorded run with
+the current code, the model answering from the journal and the tools returning their recorded outcomes,
+and reports where the run's decisions (which tool, refused or run, which step, how it ended) differ.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import exceptions
 from .._clock import Clock, SystemClock
-from ..exceptions import ConfigError
-from ..journal import Event, RunFinished, RunStarted, Store
-from ..models import Message, ToolCall, Usage
-from ._loop import _State
+from ..agents import Agent
+from ..exceptions import ConfigError, ModelError, ModelResponseError, ToolTimeout
+from ..journal import (
+    Event,
+    MemoryStore,
+    ModelFailed,
+    ModelResponded,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    Store,
+    StoredEvent,
+    ToolCompleted,
+    ToolFailed,
+)
+from ..models import (
+    Message,
+    Model,
+    ModelResponse,
+    ModelSettings,
+    TokenCallback,
+    ToolCall,
+    ToolDefinition,
+    Usage,
+)
+from ..tools import Tool, ToolContext
+from ._loop import Runner, _State
 from ._loop import new_run_id as _new_run_id
 
-__all__ = ["RunState", "fork", "replay"]
+__all__ = ["ReplayReport", "RunState", "check_replay", "fork", "replay"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,3 +190,204 @@ async def fork(
         return await store.enqueue(new_id, started, idempotency_key=idempotency_key, history=copied[1:])
     await store.create_run(new_id, started, history=copied[1:])
     return new_id
+
+
+# --- replay checks -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayReport:
+    """What re-driving a recorded run with the current code found.
+
+    Attributes:
+        run_id: the recorded run.
+        recorded: the recorded run's decisions, one line per journal event (`tool_failed step=2
+            tool=refund kind=precondition`); `run_resumed` (a process taking the run up) is left out.
+        replayed: the same for the run the current code made from the same model answers and tool results.
+        first_divergence: the index into `recorded` (and `replayed`) of the first line that differs; None
+            when the two agree.
+        diff: a unified diff from `recorded` to `replayed`, headed by a line naming the first diverging
+            event; empty when they agree.
+    """
+
+    run_id: str
+    recorded: tuple[str, ...]
+    replayed: tuple[str, ...]
+    first_divergence: int | None
+    diff: str
+
+    @property
+    def ok(self) -> bool:
+        """Whether the current code makes the recorded run's decisions, in the same order."""
+        return self.first_divergence is None
+
+
+def _decision(event: Event) -> str:
+    """One line for what an event decided; times, ids, texts and durations left out."""
+    parts = [event.type]
+    for name in ("step", "tool", "kind", "status", "decision"):
+        value = getattr(event, name, None)
+        if value is not None:
+            parts.append(f"{name}={value}")
+    if isinstance(event, ModelResponded):
+        calls = [call.name for call in event.response.tool_calls]
+        parts.append(f"calls={','.join(calls)}" if calls else "answer")
+    return " ".join(parts)
+
+
+class _RecordedModel(Model):
+    """Answers each request with the journal's next recorded response (or raises its recorded failure)."""
+
+    def __init__(self, name: str, answers: Sequence[ModelResponded | ModelFailed]) -> None:
+        self._name = name
+        self._answers = list(answers)
+        self._next = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def request(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        settings: ModelSettings = ModelSettings(),  # noqa: B008 - frozen dataclass, safe as a default
+        on_token: TokenCallback | None = None,
+    ) -> ModelResponse:
+        if self._next >= len(self._answers):
+            raise ModelResponseError(
+                f"replay: the recorded run made {len(self._answers)} model calls and the current code "
+                "asks for another; the run's steps changed"
+            )
+        answer = self._answers[self._next]
+        self._next += 1
+        if isinstance(answer, ModelFailed):
+            kind = getattr(exceptions, answer.error_type, None)
+            if isinstance(kind, type) and issubclass(kind, ModelError):
+                raise kind(answer.message, retryable=answer.retryable)
+            raise ModelError(answer.message, retryable=answer.retryable)
+        return answer.response
+
+
+class _RecordedTool(Tool):
+    """A tool that never runs: it returns the outcome the journal recorded for the same call."""
+
+    __slots__ = ("_outcomes", "_tool")
+
+    def __init__(self, tool: Tool, outcomes: dict[tuple[int, str], ToolCompleted | ToolFailed]) -> None:
+        # not Tool.__init__: the schema, spec and validation are the current tool's own
+        self._tool = tool
+        self._outcomes = outcomes
+        self.name = tool.name
+        self.description = tool.description
+        self.spec = tool.spec
+        self.definition = tool.definition
+
+    def validate(self, arguments: Any) -> dict[str, Any]:
+        return self._tool.validate(arguments)
+
+    async def execute(
+        self, kwargs: dict[str, Any], ctx: ToolContext, *, timeout_s: float | None = None
+    ) -> Any:
+        outcome = self._outcomes.get((ctx.step, ctx.call_id))
+        if outcome is None:
+            raise LookupError(
+                f"replay: {self.name} ran for call {ctx.call_id} of step {ctx.step}, which did not run in "
+                "the recorded run"
+            )
+        if isinstance(outcome, ToolCompleted):
+            return outcome.content  # what the model read, exactly
+        if outcome.kind == "timeout":
+            raise ToolTimeout(outcome.message)
+        # the runner records `f"{type(exc).__name__}: {exc}"`; raise an exception that reads the same
+        prefix = f"{outcome.error_type}: "
+        message = outcome.message.removeprefix(prefix)
+        raise type(outcome.error_type, (Exception,), {})(message)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._tool(*args, **kwargs)
+
+
+def _replay_agent(
+    agent: Agent, model: Model, outcomes: dict[tuple[int, str], ToolCompleted | ToolFailed]
+) -> Agent:
+    return Agent(
+        agent.name,
+        instructions=agent.instructions,
+        tools=[_RecordedTool(t, outcomes) for t in agent.tools.values()],
+        model=model,
+        limits=agent.limits,
+        settings=agent.settings,
+        ref=agent.ref,
+        grounding=agent.grounding,
+    )
+
+
+async def check_replay(
+    events: Sequence[Event | StoredEvent], agent: Agent, *, run_id: str | None = None
+) -> ReplayReport:
+    """Re-drive a recorded run with the current `agent` and code; compare its decisions with the journal's.
+
+    The model is not called: each request is answered with the journal's next recorded response (or
+    failure). Tools are not run: each call returns the outcome recorded for the same step and call id
+    (a call the recorded run never made fails, which shows in the comparison). What is compared is the
+    sequence of decisions (`ReplayReport.recorded`): which tool was called or refused and why, at which
+    step, and how the run ended. A change to the agent or to tether that makes a recorded run take
+    another path (a tool's `requires=` added, a check reordered, a limit lowered) is a divergence, reported
+    with a readable diff; a change that only rewords messages is not.
+
+    Args:
+        events: the recorded journal, from `run_started` on (as `Store.load` returns it, or the events).
+        agent: the agent as the current code defines it.
+        run_id: how the report names the recorded run (default: the stored events' run id).
+
+    Raises:
+        ConfigError: the events do not begin with `run_started`.
+    """
+    journal = [e.event if isinstance(e, StoredEvent) else e for e in events]
+    if not journal or not isinstance(journal[0], RunStarted):
+        raise ConfigError("check_replay needs a journal that begins with run_started (a whole recorded run)")
+    started = journal[0]
+    recorded_events = [ev for ev in journal if not isinstance(ev, RunResumed)]
+    answers = [ev for ev in recorded_events if isinstance(ev, (ModelResponded, ModelFailed))]
+    outcomes: dict[tuple[int, str], ToolCompleted | ToolFailed] = {
+        (ev.step, ev.call_id): ev
+        for ev in recorded_events
+        if isinstance(ev, ToolCompleted) or (isinstance(ev, ToolFailed) and ev.kind in ("raised", "timeout"))
+    }
+    store = MemoryStore()
+    runner = Runner(store)
+    replayed_agent = _replay_agent(agent, _RecordedModel(started.model, answers), outcomes)
+    result = await runner.run(
+        replayed_agent, started.input, user_id=started.user_id, metadata=dict(started.metadata)
+    )
+    replayed_events = [s.event for s in await store.load(result.run_id)]
+    recorded = tuple(_decision(ev) for ev in recorded_events)
+    replayed = tuple(_decision(ev) for ev in replayed_events if not isinstance(ev, RunResumed))
+    if run_id is None:
+        run_id = events[0].run_id if isinstance(events[0], StoredEvent) else "the recorded run"
+    first = next(
+        (i for i, (a, b) in enumerate(zip(recorded, replayed, strict=False)) if a != b),
+        None if len(recorded) == len(replayed) else min(len(recorded), len(replayed)),
+    )
+    if first is None:
+        return ReplayReport(
+            run_id=run_id, recorded=recorded, replayed=replayed, first_divergence=None, diff=""
+        )
+    was = recorded[first] if first < len(recorded) else "(nothing: the recorded run had ended)"
+    now = replayed[first] if first < len(replayed) else "(nothing: the replayed run ended)"
+    header = (
+        f"replay of {run_id} diverged at event {first}: the journal recorded `{was}`, "
+        f"the current code did `{now}`"
+    )
+    lines = difflib.unified_diff(
+        recorded, replayed, fromfile="recorded", tofile="replayed with the current code", lineterm=""
+    )
+    return ReplayReport(
+        run_id=run_id,
+        recorded=recorded,
+        replayed=replayed,
+        first_divergence=first,
+        diff="\n".join([header, *lines]),
+    )

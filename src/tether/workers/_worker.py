@@ -14,8 +14,13 @@ What a worker promises:
   by the next holder, and the runs go back to the queue (or, if the store cannot be reached, move when
   their leases expire). A run is never journaled as cancelled because its worker stopped.
 - The store going away (PostgreSQL restarting, a dropped connection, a locked SQLite file) is retried
-  with capped exponential backoff and logged, and nothing is lost when it returns: a run whose write
-  failed is resumed from its journal by the same worker, or by another if its lease lapsed meanwhile.
+  with capped exponential backoff and logged, and nothing is lost when it returns: a journal write that
+  failed is retried in place until the store takes it (so the outcome of a tool that has just run is
+  recorded, not left in doubt), unless the run was taken over meanwhile; a run that could not be loaded
+  is resumed from its journal by the same worker, or by another if its lease lapsed meanwhile.
+- A run this worker cannot run (its journal has a row that does not parse, the worker crashed on it) is
+  given up, not retried in a loop: it goes back to the queue after a delay that doubles with each
+  attempt, and after `max_attempts` attempts by this worker it is ended `failed` with the reason.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import random
 import secrets
 import signal
 import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +38,10 @@ import anyio
 import anyio.abc
 
 from .._clock import Clock, SystemClock
-from ..exceptions import ConfigError, LeaseLost, StoreError
-from ..journal import TERMINAL_STATUSES, Lease, Store
+from ..exceptions import ConfigError, JournalConflict, LeaseLost, RunNotFound, StoreError
+from ..governance import Governance
+from ..journal import TERMINAL_STATUSES, Event, Lease, RunFinished, RunInfo, RunStarted, Store, StoredEvent
+from ..models import Usage
 from ..runtime import Runner
 from ..telemetry import get_logger
 
@@ -54,6 +62,7 @@ class WorkerStats:
         errors: runs released after an error this worker could not get past (the agent cannot be
             imported here, a damaged journal), to be retried later.
         store_retries: store calls that failed and were retried after a backoff.
+        given_up: runs this worker ended `failed` after `max_attempts` attempts it could not get past.
     """
 
     claimed: int = 0
@@ -62,6 +71,7 @@ class WorkerStats:
     lost: int = 0
     errors: int = 0
     store_retries: int = 0
+    given_up: int = 0
 
 
 class _Backoff:
@@ -89,6 +99,132 @@ class _Held:
     released: bool = False
 
 
+class _PatientStore(Store):
+    """The store as the runs of one worker write to it: a journal write the store cannot take now is
+    retried in place, with backoff, until it goes in.
+
+    Giving up on the write instead would throw away what the run knows and resume it from its journal:
+    the outcome of a tool that had just run would be missing there, and a tool that is not idempotent
+    would then be in doubt (not re-run, reported as unknown). Retried, the outcome is recorded once the
+    store is back. The wait ends early when the run is lost (a heartbeat found it taken over): the write
+    could only be refused. Every other call goes straight to the store.
+
+    A write whose connection died while it was committing may have gone in: the retry then meets its
+    own events (`JournalConflict`), which is recognised by comparing the journal's tail with them.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_backoff_s: float,
+        lost: Callable[[Lease], bool],
+        stats: WorkerStats,
+        log: Any,
+    ) -> None:
+        self.inner = store
+        self._max_backoff_s = max_backoff_s
+        self._lost = lost
+        self._stats = stats
+        self._log = log
+
+    async def append(
+        self, run_id: str, events: Sequence[Event], *, expected_seq: int, lease: Lease | None = None
+    ) -> int:
+        backoff = _Backoff(0.1, self._max_backoff_s)
+        failures = 0
+        while True:
+            try:
+                seq = await self.inner.append(run_id, events, expected_seq=expected_seq, lease=lease)
+            except JournalConflict:
+                if not (failures and await self._landed(run_id, events, expected_seq)):
+                    raise
+                seq = expected_seq + len(events)
+            except StoreError as exc:
+                if not exc.retryable or (lease is not None and self._lost(lease)):
+                    raise
+                failures += 1
+                delay = backoff.next()
+                self._stats.store_retries += 1
+                self._log.warning(
+                    "journal write failed, the store is unavailable; retrying the write",
+                    run_id=run_id,
+                    attempt=failures,
+                    error=str(exc),
+                    retry_in_s=round(delay, 2),
+                )
+                await anyio.sleep(delay)
+                continue
+            if failures:
+                self._log.info("journal write went through after retries", run_id=run_id, retries=failures)
+            return seq
+
+    async def _landed(self, run_id: str, events: Sequence[Event], expected_seq: int) -> bool:
+        """Whether the journal holds exactly `events` from `expected_seq` on (an earlier try committed)."""
+        try:
+            stored = await self.inner.load(run_id)
+        except StoreError:
+            return False  # the caller reports the conflict; the run resumes from its journal
+        tail = stored[expected_seq : expected_seq + len(events)]
+        return len(tail) == len(events) and all(
+            s.event.model_dump_json() == ev.model_dump_json() for s, ev in zip(tail, events, strict=True)
+        )
+
+    # -- the rest of the contract, unchanged ---------------------------------------------------------
+
+    async def create_run(self, run_id: str, started: RunStarted, *, history: Sequence[Event] = ()) -> None:
+        await self.inner.create_run(run_id, started, history=history)
+
+    async def enqueue(
+        self,
+        run_id: str,
+        started: RunStarted,
+        *,
+        idempotency_key: str | None = None,
+        history: Sequence[Event] = (),
+    ) -> str:
+        return await self.inner.enqueue(run_id, started, idempotency_key=idempotency_key, history=history)
+
+    async def claim(self, worker_id: str, *, lease_s: float) -> Lease | None:
+        return await self.inner.claim(worker_id, lease_s=lease_s)
+
+    async def renew(self, lease: Lease) -> Lease:
+        return await self.inner.renew(lease)
+
+    async def release(self, lease: Lease, *, delay_s: float = 0.0) -> bool:
+        return await self.inner.release(lease, delay_s=delay_s)
+
+    async def seize(self, run_id: str, worker_id: str, *, lease_s: float) -> Lease:
+        return await self.inner.seize(run_id, worker_id, lease_s=lease_s)
+
+    async def load(self, run_id: str) -> list[StoredEvent]:
+        return await self.inner.load(run_id)
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        return await self.inner.get_run(run_id)
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        updated_before: float | None = None,
+    ) -> list[RunInfo]:
+        return await self.inner.list_runs(
+            status=status, agent=agent, limit=limit, updated_before=updated_before
+        )
+
+    async def verify(self, run_id: str) -> list[str]:
+        return await self.inner.verify(run_id)
+
+    async def delete(self, run_id: str) -> None:
+        await self.inner.delete(run_id)
+
+    def __repr__(self) -> str:
+        return repr(self.inner)
+
+
 class Worker:
     """Claims runnable runs from `store` and runs them, `concurrency` at a time.
 
@@ -101,9 +237,17 @@ class Worker:
         poll_s: how long an idle worker waits before looking for work again.
         worker_id: how this worker is named in leases and logs (default: host:pid:random).
         retry_delay_s: how long a run this worker could not run (its agent does not import here, its
-            journal is damaged) stays out of the queue before a worker tries it again.
+            journal is damaged) stays out of the queue before a worker tries it again. For a damaged
+            run it doubles with each further attempt this worker makes (up to 32 times as long).
+        max_attempts: how many times this worker tries a run it cannot get past (a journal row that does
+            not parse, a crash in the worker) before it ends the run `failed` with the reason, so that one
+            poison run cannot occupy the workers forever. A run whose agent cannot be imported here is
+            never failed for that (a deploy may fix it); it is kept back `retry_delay_s` each time.
         max_backoff_s: the longest wait between retries while the store is unavailable.
         clock: the time source (a fake in tests).
+        governance: the kill switch, budgets, rate limits and prices every run is checked against at each
+            step; share its backend (Redis or PostgreSQL) between workers so that they enforce one set of
+            limits. The worker uses it; the caller closes it.
     """
 
     def __init__(
@@ -115,8 +259,10 @@ class Worker:
         poll_s: float = 0.5,
         worker_id: str | None = None,
         retry_delay_s: float = 30.0,
+        max_attempts: int = 5,
         max_backoff_s: float = 10.0,
         clock: Clock | None = None,
+        governance: Governance | None = None,
     ):
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError(f"Worker concurrency must be a whole number of at least 1; got {concurrency!r}")
@@ -125,16 +271,22 @@ class Worker:
                 raise ConfigError(f"Worker {name} must be a positive number of seconds; got {value!r}")
         if retry_delay_s < 0:
             raise ConfigError(f"Worker retry_delay_s must be 0 or more; got {retry_delay_s!r}")
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ConfigError(
+                f"Worker max_attempts must be a whole number of at least 1; got {max_attempts!r}"
+            )
         self.store = store
         self.concurrency = concurrency
         self.lease_s = float(lease_s)
         self.poll_s = float(poll_s)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.retry_delay_s = retry_delay_s
+        self.max_attempts = max_attempts
         self.max_backoff_s = max_backoff_s
         self.clock: Clock = clock or SystemClock()
         self.stats = WorkerStats()
-        self._runner = Runner(store, clock=self.clock)
+        # attempts this worker made at runs it could not get past, by run (cleared when one goes through)
+        self._attempts: dict[str, int] = {}
         # keyed by (run, epoch): a worker that stalled past its own lease may claim the same run again,
         # and then holds it twice, the older hold fenced out
         self._held: dict[tuple[str, int], _Held] = {}
@@ -142,6 +294,10 @@ class Worker:
         self._wake: anyio.Event | None = None
         self._runs_scope: anyio.CancelScope | None = None
         self._log = _log.bind(worker_id=self.worker_id)
+        self._journal = _PatientStore(
+            store, max_backoff_s=max_backoff_s, lost=self._is_lost, stats=self.stats, log=self._log
+        )
+        self._runner = Runner(self._journal, clock=self.clock, governance=governance)
 
     @property
     def in_flight(self) -> list[str]:
@@ -304,7 +460,7 @@ class Worker:
                 return 0.0
             except ConfigError as exc:
                 # the agent cannot be loaded in this process (not installed here, an import error):
-                # another worker, or this one after a deploy, may be able to
+                # another worker, or this one after a deploy, may be able to, so it is never failed for it
                 self.stats.errors += 1
                 log.error(
                     "cannot run this run here; released for a later retry",
@@ -325,18 +481,34 @@ class Worker:
                     )
                     await anyio.sleep(delay)
                     continue
-                self.stats.errors += 1
-                log.error(
-                    "store error; the run is released for a later retry",
-                    error=str(exc),
-                    retry_in_s=self.retry_delay_s,
-                )
-                return self.retry_delay_s
+                if exc.retryable or isinstance(exc, RunNotFound):
+                    # draining while the store is down, or the run deleted: nothing is wrong with the run
+                    self.stats.errors += 1
+                    log.error(
+                        "store error; the run is released for a later retry",
+                        error=str(exc),
+                        retry_in_s=self.retry_delay_s,
+                    )
+                    return self.retry_delay_s
+                # the run itself is damaged (a journal row that does not parse): every attempt fails alike
+                return await self._cannot_run(held, log, "its journal cannot be read", str(exc))
             except Exception as exc:
-                # the runner has journaled the run as failed where it could; a retry would fail the same way
-                self.stats.errors += 1
-                log.error("run crashed in this worker", error=f"{type(exc).__name__}: {exc}", exc_info=True)
-                return self.retry_delay_s
+                # the runner journals a crash as the run's failure where it can; if it could not, the run
+                # is still open and would crash the next worker the same way
+                with anyio.CancelScope(shield=True):
+                    ended = await self._terminal(run_id)
+                if ended:
+                    self.stats.errors += 1
+                    log.error(
+                        "run crashed in this worker; its journal records it failed",
+                        error=f"{type(exc).__name__}: {exc}",
+                        exc_info=True,
+                    )
+                    return 0.0
+                return await self._cannot_run(
+                    held, log, "the worker crashed on it", f"{type(exc).__name__}: {exc}", exc_info=True
+                )
+            self._attempts.pop(run_id, None)
             if result.status in TERMINAL_STATUSES:
                 self.stats.finished += 1
                 log.info("run finished", status=result.status, steps=result.steps)
@@ -347,6 +519,92 @@ class Worker:
                 self.stats.handed_back += 1
                 log.info("run handed back unfinished", steps=result.steps)
             return 0.0
+
+    def _attempted(self, run_id: str) -> int:
+        """Count one more attempt at a run this worker could not get past; returns the count."""
+        attempt = self._attempts[run_id] = self._attempts.get(run_id, 0) + 1
+        return attempt
+
+    def _retry_delay(self, attempt: int) -> float:
+        """How long a run stays out of the queue after this worker's `attempt`-th failed attempt at it."""
+        return self.retry_delay_s * 2 ** min(attempt - 1, 5)
+
+    async def _terminal(self, run_id: str) -> bool:
+        try:
+            return (await self.store.get_run(run_id)).terminal
+        except StoreError:
+            return False
+
+    async def _cannot_run(
+        self, held: _Held, log: Any, why: str, error: str, *, exc_info: bool = False
+    ) -> float:
+        """Give a run this worker cannot get past back for a later attempt, or, at `max_attempts`, end it
+        `failed`; returns the delay to release it with."""
+        run_id = held.lease.run_id
+        attempt = self._attempted(run_id)
+        self.stats.errors += 1
+        if attempt < self.max_attempts:
+            delay = self._retry_delay(attempt)
+            log.error(
+                f"cannot run this run: {why}; released for a later attempt",
+                error=error,
+                attempt=attempt,
+                max_attempts=self.max_attempts,
+                retry_in_s=delay,
+                exc_info=exc_info,
+            )
+            return delay
+        reason = f"given up after {attempt} attempts: {why}: {error}"
+        log.error(
+            f"cannot run this run: {why}; giving up, the run is ended failed",
+            error=error,
+            attempt=attempt,
+            max_attempts=self.max_attempts,
+            exc_info=exc_info,
+        )
+        try:
+            with anyio.CancelScope(shield=True):
+                ended = await self._end_failed(held.lease, reason)
+        except LeaseLost as exc:
+            held.lost = True
+            self.stats.lost += 1
+            log.warning(
+                "another worker took the run over before it could be ended; dropped here", reason=str(exc)
+            )
+            return 0.0
+        except StoreError as exc:
+            delay = self._retry_delay(attempt)
+            log.error(
+                "could not end the run failed; released for a later attempt", error=str(exc), retry_in_s=delay
+            )
+            return delay
+        self._attempts.pop(run_id, None)
+        if ended:
+            self.stats.given_up += 1
+        return 0.0
+
+    async def _end_failed(self, lease: Lease, reason: str) -> bool:
+        """Append the run's end, `failed` for `reason`, under the lease; False if it had ended already.
+
+        Only the run's summary is read, never its events: they may be what cannot be read.
+        """
+        info = await self.store.get_run(lease.run_id)
+        if info.terminal:
+            return False
+        finished = RunFinished(
+            at=self.clock.now(),
+            status="failed",
+            reason=reason,
+            output=None,
+            steps=info.steps,
+            usage=Usage(input_tokens=info.input_tokens, output_tokens=info.output_tokens),
+        )
+        await self.store.append(lease.run_id, [finished], expected_seq=info.event_count, lease=lease)
+        return True
+
+    def _is_lost(self, lease: Lease) -> bool:
+        held = self._held.get((lease.run_id, lease.epoch))
+        return held is None or held.lost
 
     async def _heartbeat(self, held: _Held, log: Any, wall: float, mono: float) -> None:
         # at a third of the TTL, so one missed heartbeat does not lose the run

@@ -19,6 +19,7 @@ from .._store import (
     lease_lost,
     new_summary,
     not_finished,
+    same_submission,
     summarize,
     verify_chain,
     wake_time,
@@ -72,7 +73,9 @@ class MemoryStore(Store):
     ) -> str:
         # Nothing below suspends, so on one event loop the check and the insert are atomic.
         if idempotency_key is not None and idempotency_key in self._keys:
-            return self._keys[idempotency_key]
+            first = self._keys[idempotency_key]
+            info = self._summaries[first]
+            return same_submission(idempotency_key, first, info["agent"], info["input"], started)
         await self.create_run(run_id, started, history=history)
         self._summaries[run_id]["status"] = "pending"
         self._leases[run_id] = _LeaseRow(ready_at=self.clock.now())

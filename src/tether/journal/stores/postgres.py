@@ -64,6 +64,7 @@ from .._store import (
     new_summary,
     not_finished,
     run_filters,
+    same_submission,
     stored_events,
     summarize,
     verify_chain,
@@ -152,7 +153,7 @@ class _Queries:
             f"queued AS (INSERT INTO {leases} (run_id, epoch, ready_at) SELECT run_id, 0, {now} FROM run) "
             "SELECT run_id FROM run"
         )
-        self.run_by_key = f"SELECT run_id FROM {runs} WHERE idempotency_key = %s"
+        self.run_by_key = f"SELECT run_id, agent, input FROM {runs} WHERE idempotency_key = %s"
         # The oldest runnable run; SKIP LOCKED passes over rows another claimer (or a leased append)
         # holds, so claimers never queue behind each other. `=` on a LIMIT 1 subquery: an InitPlan,
         # run once.
@@ -572,7 +573,7 @@ class PostgresStore(Store):
                     f"the run submitted with idempotency key {idempotency_key!r} was deleted while this "
                     "submission was being made; submit again"
                 )
-            return str(found[0])
+            return same_submission(idempotency_key, str(found[0]), found[1], found[2], started)
 
         with anyio.CancelScope(shield=True):
             got = await self._transact(f"enqueue run {run_id!r}", body)

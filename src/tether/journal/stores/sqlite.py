@@ -44,6 +44,7 @@ from .._store import (
     new_summary,
     not_finished,
     run_filters,
+    same_submission,
     stored_events,
     summarize,
     verify_chain,
@@ -252,10 +253,10 @@ class SQLiteStore(Store):
         with self._write() as conn:
             if idempotency_key is not None:
                 row = conn.execute(
-                    "SELECT run_id FROM runs WHERE idempotency_key = ?", (idempotency_key,)
+                    "SELECT run_id, agent, input FROM runs WHERE idempotency_key = ?", (idempotency_key,)
                 ).fetchone()
                 if row is not None:
-                    return str(row[0])
+                    return same_submission(idempotency_key, str(row[0]), row[1], row[2], started)
             self._insert_run(conn, run_id, events, pending=True, key=idempotency_key)
             conn.execute(
                 "INSERT INTO leases (run_id, epoch, ready_at) VALUES (?, 0, ?)", (run_id, self.clock.now())
