@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from pgtest import _START_POSTGRES, POSTGRES_DSN, drop_schema, new_schema_name, require_postgres
+from testservers import (
+    _START_POSTGRES,
+    POSTGRES_DSN,
+    REDIS_URL,
+    drop_schema,
+    new_schema_name,
+    require_postgres,
+)
 from tether.journal import MemoryStore, SQLiteStore, Store
 
 
@@ -56,7 +63,6 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 # -- Redis (governance tests) ----------------------------------------------------------------
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 _START_REDIS = (
     "start it with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no` "
     "(.ci/run does this)"

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -26,25 +22,7 @@ BACKENDS = ["memory", "redis", "postgres"]
 SHARED = ["redis", "postgres"]
 
 
-def _root_conftest() -> ModuleType:
-    """tests/conftest.py, by path: `import conftest` names whichever directory's conftest loaded last."""
-    name = "_tether_tests_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).resolve().parents[1] / "conftest.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_conftest = _root_conftest()
-POSTGRES_DSN: str = _conftest.POSTGRES_DSN
-REDIS_URL: str = _conftest.REDIS_URL
-drop_schema = _conftest.drop_schema
-new_schema_name = _conftest.new_schema_name
+from testservers import POSTGRES_DSN, REDIS_URL, drop_schema, new_schema_name  # noqa: E402, F401 - the test servers, for the tests here
 
 
 def postgres_url(schema: str | None = None) -> str:

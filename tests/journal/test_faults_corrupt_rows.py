@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgtest import POSTGRES_DSN, drop_schema, new_schema_name, require_postgres
+from testservers import POSTGRES_DSN, drop_schema, new_schema_name, require_postgres
 from tether import Runner
 from tether.exceptions import StoreError
 from tether.journal import ModelResponded, RunStarted, SQLiteStore, Store, UsageCharged

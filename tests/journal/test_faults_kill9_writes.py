@@ -112,7 +112,7 @@ async def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
         await SQLiteStore(tmp_path / "j.db").aclose()  # the tables exist before the first writer is forked
         yield f"sqlite:///{tmp_path}/j.db?durability={durability}"
         return
-    from pgtest import POSTGRES_DSN, drop_schema, new_schema_name, require_postgres
+    from testservers import POSTGRES_DSN, drop_schema, new_schema_name, require_postgres
 
     await require_postgres()
     schema = new_schema_name()

@@ -10,7 +10,7 @@ import anyio
 import psycopg
 import pytest
 
-from pgtest import POSTGRES_DSN
+from testservers import POSTGRES_DSN
 from tether.exceptions import ConfigError, StoreError
 from tether.journal import RunFinished, RunStarted, SQLiteStore, Store, UsageCharged
 from tether.journal import _migrations as migrations

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgtest import POSTGRES_DSN, drop_schema, new_schema_name, require_postgres
+from testservers import POSTGRES_DSN, drop_schema, new_schema_name, require_postgres
 from tether.exceptions import ConfigError, JournalConflict, StoreError, StoreUnavailable
 from tether.journal import RunFinished, RunStarted, open_store
 from tether.journal.stores.postgres import PostgresStore

@@ -1,4 +1,4 @@
-"""PostgreSQL helpers the tests share: import them from here (`from pgtest import ...`), never from
+"""PostgreSQL helpers the tests share: import them from here (`from testservers import ...`), never from
 `conftest` (pytest loads every directory's conftest.py under that one module name)."""
 
 from __future__ import annotations
@@ -43,3 +43,7 @@ async def drop_schema(schema: str) -> None:
 
     async with await psycopg.AsyncConnection.connect(POSTGRES_DSN, autocommit=True) as conn:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+"""The Redis the tests use (each test under a key prefix of its own)."""
