@@ -36,6 +36,9 @@ class Limits:
             (`failed`, loop detected).
         max_answer_retries: how many times a final answer may be sent back (ungrounded numbers, empty, a
             fake transcript) before the run ends `failed` rather than return it.
+        context_window_tokens: the model's context window; before each call the oldest turns are pruned
+            to fit it with `max_output_tokens` to spare (tool calls and their results go together; the
+            looked-up values are kept in a note). None: no pruning.
     """
 
     max_steps: int = 10
@@ -46,6 +49,7 @@ class Limits:
     max_output_tokens: int = 512
     max_repeated_calls: int = 3
     max_answer_retries: int = 2
+    context_window_tokens: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "max_output_tokens", "max_repeated_calls"):
@@ -53,7 +57,13 @@ class Limits:
                 raise ConfigError(f"Limits.{name} must be at least 1; got {getattr(self, name)!r}")
         if self.max_answer_retries < 0:
             raise ConfigError(f"Limits.max_answer_retries must be 0 or more; got {self.max_answer_retries!r}")
-        for name in ("timeout_s", "model_timeout_s", "tool_timeout_s", "max_total_tokens"):
+        for name in (
+            "timeout_s",
+            "model_timeout_s",
+            "tool_timeout_s",
+            "max_total_tokens",
+            "context_window_tokens",
+        ):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"Limits.{name} must be positive; got {value!r}")
@@ -87,6 +97,11 @@ class Agent:
             (`tether.approvals.TierPolicy`, or any object with `decide(call) -> PolicyDecision`). None:
             the default `TierPolicy()` (low runs, medium is flagged, high suspends the run for a human,
             critical makes the caller wait for one).
+        guardrails: the guardrail sandwich on every path of a run: the user's input, each tool's result
+            before the model reads it, each proposed tool call, and the final answer. A
+            `tether.guardrails.GuardStack`, a `GuardrailsConfig` (built with `default_stack`), True
+            (`default_stack()`: secrets, PII, injection rules and classifier, abuse, exfiltration), or
+            None (off, the default: no cost on the step).
         on_in_doubt: what happens to a non-idempotent call that was running when the run stopped
             (a crash): `ask` suspends the run for a human to say whether it took effect; `report` does not
             re-run it and tells the model it may or may not have happened.
@@ -111,6 +126,7 @@ class Agent:
         grounding: bool = True,
         policy: Any = None,
         on_in_doubt: Literal["ask", "report"] = "ask",
+        guardrails: Any = None,
     ):
         if not name or not isinstance(name, str):
             raise ConfigError("an Agent needs a non-empty name")
@@ -149,9 +165,33 @@ class Agent:
         if on_in_doubt not in ("ask", "report"):
             raise ConfigError(f"agent {name!r}: on_in_doubt must be 'ask' or 'report'; got {on_in_doubt!r}")
         self.on_in_doubt = on_in_doubt
+        self._guardrails = guardrails
+        self._stack: Any = None
         frame = sys._getframe(1)
         self._module = frame.f_globals.get("__name__")
         self._file = frame.f_globals.get("__file__")
+        if guardrails is not None and guardrails is not False:
+            self.guardrails  # noqa: B018 - build (and check) the stack now: a mistake shows at definition
+
+    @property
+    def guardrails(self) -> Any:
+        """The agent's `GuardStack`, or None when guardrails are off."""
+        if self._stack is None and self._guardrails not in (None, False):
+            from ..guardrails import GuardrailsConfig, GuardStack, default_stack
+
+            g = self._guardrails
+            if g is True:
+                self._stack = default_stack()
+            elif isinstance(g, GuardrailsConfig):
+                self._stack = default_stack(g)
+            elif isinstance(g, GuardStack):
+                self._stack = g
+            else:
+                raise ConfigError(
+                    f"agent {self.name!r}: guardrails must be a GuardStack, a GuardrailsConfig, True or None; "
+                    f"got {g!r}"
+                )
+        return self._stack
 
     @property
     def model(self) -> Model:

@@ -98,6 +98,7 @@ def build_agent(*, model: str | None = None) -> Agent:
         model=model,
         limits=Limits(max_steps=8, max_output_tokens=200, timeout_s=300),
         ref="tether.demo:agent",
+        guardrails=True,  # the default LLM-free stack on the input, the order data, the calls and the answer
     )
 
 

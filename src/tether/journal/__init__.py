@@ -4,7 +4,9 @@ from ._events import TERMINAL_STATUSES as TERMINAL_STATUSES
 from ._events import AnswerRejected as AnswerRejected
 from ._events import ApprovalDecided as ApprovalDecided
 from ._events import ApprovalRequested as ApprovalRequested
+from ._events import ContextTrimmed as ContextTrimmed
 from ._events import Event as Event
+from ._events import GuardChecked as GuardChecked
 from ._events import ModelFailed as ModelFailed
 from ._events import ModelResponded as ModelResponded
 from ._events import RunFinished as RunFinished
@@ -36,7 +38,9 @@ __all__ = [
     "AnswerRejected",
     "ApprovalDecided",
     "ApprovalRequested",
+    "ContextTrimmed",
     "Event",
+    "GuardChecked",
     "Lease",
     "MemoryStore",
     "ModelFailed",

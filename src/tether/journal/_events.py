@@ -12,14 +12,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from ..models import ModelResponse, Usage
+from ..models import Attempt, ModelResponse, Usage
 
 __all__ = [
     "TERMINAL_STATUSES",
     "AnswerRejected",
     "ApprovalDecided",
     "ApprovalRequested",
+    "ContextTrimmed",
     "Event",
+    "GuardChecked",
     "ModelFailed",
     "ModelResponded",
     "RunFinished",
@@ -36,10 +38,12 @@ __all__ = [
     "event_adapter",
 ]
 
-TerminalStatus = Literal["completed", "failed", "cancelled", "max_steps", "timed_out", "budget_exceeded"]
+TerminalStatus = Literal[
+    "completed", "failed", "cancelled", "max_steps", "timed_out", "budget_exceeded", "blocked"
+]
 RunStatus = Literal["pending", "running", "suspended", TerminalStatus]
 TERMINAL_STATUSES: frozenset[str] = frozenset(
-    ("completed", "failed", "cancelled", "max_steps", "timed_out", "budget_exceeded")
+    ("completed", "failed", "cancelled", "max_steps", "timed_out", "budget_exceeded", "blocked")
 )
 
 
@@ -114,6 +118,8 @@ class ModelFailed(_Event):
     error_type: str
     message: str
     retryable: bool
+    attempts: tuple[Attempt, ...] = ()
+    """Every try (retries, fallbacks, open circuits) when the model is wrapped for resilience."""
 
 
 class ToolStarted(_Event):
@@ -184,6 +190,51 @@ class AnswerRejected(_Event):
     values: tuple[str, ...] = ()
     message: str
     """What the model was told."""
+
+
+class ContextTrimmed(_Event):
+    """The conversation did not fit the model's window: the oldest turns were left out of this step's call
+    (the journal keeps them all; the trim is recomputed from the messages, so resume sends the same)."""
+
+    type: Literal["context_trimmed"] = "context_trimmed"
+    step: int
+    dropped_messages: int
+    dropped_turns: int
+    dropped_call_ids: tuple[str, ...] = ()
+    summarized_values: int = 0
+    tokens_before: int
+    tokens_after: int
+    budget_tokens: int
+    fits: bool = True
+
+
+class GuardChecked(_Event):
+    """The guardrails found something in a text or a tool call: a redaction, a flag, a block or an escalation.
+
+    A check that allowed everything writes nothing (a run with guardrails on and no such event passed
+    every check), so a clean step costs no journal space. What the model was shown afterwards is in the
+    journal too: the redacted input here (`text`), a tool's result in its `tool_completed.content`, a
+    blocked call as a `tool_failed`, the answer in `run_finished.output`. A resumed run takes all of
+    these from the journal; it never recomputes them.
+    """
+
+    type: Literal["guard_checked"] = "guard_checked"
+    stage: Literal["input", "output", "tool_call"]
+    """`input`: the user's input or a tool's result; `output`: the final answer; `tool_call`: a proposed call."""
+    source: Literal["user", "tool_result", "document", "model"] = "user"
+    step: int = 0
+    call_id: str | None = None
+    """The tool call whose arguments or result were checked."""
+    action: Literal["allow", "flag", "redact", "escalate", "block"]
+    categories: tuple[str, ...] = ()
+    verdicts: list[dict[str, Any]] = []
+    """Each finding (guard, category, action, score, spans with masked excerpts, message); allows left out."""
+    text: str | None = None
+    """For the user's input: the text the model was given instead (redacted); None when unchanged."""
+    sensitive: bool = False
+    """This finding (personal data in the user's input) marked the run sensitive: from here on every model
+    call of the run goes to private models only and is never cached."""
+    elapsed_ms: float = 0.0
 
 
 class ApprovalRequested(_Event):
@@ -257,6 +308,8 @@ Event = Annotated[
     | AnswerRejected
     | ApprovalRequested
     | ApprovalDecided
+    | GuardChecked
+    | ContextTrimmed
     | RunFinished,
     Field(discriminator="type"),
 ]

@@ -1,0 +1,58 @@
+"""The loop fits long conversations into the model's window (journaled), and a failed model call's every
+try is journaled with its failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tether import Agent, Limits, Runner, tool
+from tether.exceptions import ModelServerError
+from tether.journal import ContextTrimmed, ModelFailed, Store
+from tether.models import Attempt, ToolResultMessage
+from tether.testing import ScriptedModel, call
+
+pytestmark = pytest.mark.anyio
+
+
+@tool
+def page(n: int) -> str:
+    """Read page n of the manual."""
+    return f"page {n}: " + "lorem ipsum dolor sit amet " * 40
+
+
+async def test_a_conversation_over_the_window_is_pruned_and_journaled(store: Store) -> None:
+    asked = 0
+
+    def script(messages: Any, tools: Any) -> Any:
+        nonlocal asked  # what it has read, remembered here: pruned turns are not in what it is sent
+        asked += 1
+        return call("page", n=asked) if asked <= 6 else "Done reading."
+
+    model = ScriptedModel(script)
+    agent = Agent(
+        "reader", tools=[page], model=model, limits=Limits(context_window_tokens=900, max_output_tokens=100)
+    )
+    # small models copy numbers: every page number is in the input so that the calls are grounded
+    result = await Runner(store).run(agent, "Read pages 1 2 3 4 5 6 7 of the manual.", run_id="r")
+    assert result.status == "completed"
+    trims = [s.event for s in await store.load("r") if isinstance(s.event, ContextTrimmed)]
+    assert trims and all(t.tokens_after <= t.budget_tokens for t in trims if t.fits)
+    assert max(t.dropped_turns for t in trims) >= 1
+    last = model.requests[-1]
+    assert sum(isinstance(m, ToolResultMessage) for m in last) < 6  # the call really was sent less
+    assert "[context note]" in " ".join(getattr(m, "content", "") for m in last)
+
+
+async def test_a_failed_model_call_journals_every_try(store: Store) -> None:
+    error = ModelServerError("HTTP 503 from both endpoints")
+    error.attempts = (
+        Attempt(model="a", outcome="server_error", http_status=503, error="HTTP 503", duration_s=0.1),
+        Attempt(model="b", outcome="timeout", error="timed out", duration_s=4.0, wait_before_s=0.5),
+    )
+    result = await Runner(store).run(Agent("x", model=ScriptedModel([error])), "hello", run_id="f")
+    assert result.status == "failed"
+    (failed,) = [s.event for s in await store.load("f") if isinstance(s.event, ModelFailed)]
+    assert [a.outcome for a in failed.attempts] == ["server_error", "timeout"]
+    assert failed.attempts[0].http_status == 503
