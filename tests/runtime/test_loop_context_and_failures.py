@@ -56,3 +56,30 @@ async def test_a_failed_model_call_journals_every_try(store: Store) -> None:
     (failed,) = [s.event for s in await store.load("f") if isinstance(s.event, ModelFailed)]
     assert [a.outcome for a in failed.attempts] == ["server_error", "timeout"]
     assert failed.attempts[0].http_status == 503
+
+
+async def test_a_tool_that_keeps_failing_is_not_called_while_its_breaker_is_open(store: Store) -> None:
+    from tether.journal import ToolFailed
+    from tether.models import BreakerPolicy
+
+    calls: list[int] = []
+
+    @tool
+    def flaky(n: int) -> str:
+        """A service that is down."""
+        calls.append(n)
+        raise ConnectionError("service unavailable")
+
+    asked = 0
+
+    def script(messages: Any, tools: Any) -> Any:
+        nonlocal asked
+        asked += 1
+        return call("flaky", n=asked) if asked <= 3 else "The service is down."
+
+    runner = Runner(store, tool_breaker=BreakerPolicy(failure_threshold=2, window_s=60, open_s=60))
+    result = await runner.run(Agent("b", tools=[flaky], model=ScriptedModel(script)), "try 1 2 3", run_id="b")
+    assert result.status == "completed" and calls == [1, 2]  # the third call never reached the service
+    failed = [s.event for s in await store.load("b") if isinstance(s.event, ToolFailed)]
+    assert [f.kind for f in failed] == ["raised", "raised", "blocked"]
+    assert failed[2].error_type == "CircuitOpen" and "circuit open" in failed[2].message

@@ -69,6 +69,9 @@ from ..journal import (
 )
 from ..models import (
     AssistantMessage,
+    BreakerPolicy,
+    BreakerState,
+    CircuitBreaker,
     Message,
     ModelResponse,
     ModelSettings,
@@ -319,6 +322,11 @@ class Runner:
             (before each model call and each tool call); None: no governance.
         approval_poll_s: how often a run waiting on a synchronous (`critical`) approval looks for the
             decision in its journal.
+        tool_breaker: a circuit breaker per tool (`tether.models.BreakerPolicy`): a tool that keeps
+            raising or timing out is not called while its breaker is open (the model is told why and
+            when it may retry); None: no breakers.
+        breaker_state: where the tool breakers' state lives: in this process by default, or shared by
+            every worker (`tether.models.breakers.RedisBreakerState` / `PostgresBreakerState`).
     """
 
     def __init__(
@@ -329,12 +337,17 @@ class Runner:
         observer: RunObserver | None = None,
         governance: Governance | None = None,
         approval_poll_s: float = 0.5,
+        tool_breaker: BreakerPolicy | None = None,
+        breaker_state: BreakerState | None = None,
     ):
         self.store = store if store is not None else open_store()
         self.clock = clock or SystemClock()
         self.observer = observer
         self.governance = governance
         self.approval_poll_s = approval_poll_s
+        self.tool_breaker = tool_breaker
+        self.breaker_state = breaker_state
+        self._breakers: dict[str, CircuitBreaker] = {}
 
     async def run(
         self,
@@ -748,6 +761,15 @@ class Runner:
             ctx = ToolContext(
                 run_id=state.run_id, call_id=call.call_id, idempotency_key=key, agent=agent.name, step=step
             )
+            breaker = self._breaker(call.name)
+            permit = await breaker.acquire() if breaker is not None else None
+            if permit is not None and not permit.allowed:
+                self._tool_failed(
+                    state, call, "blocked", "CircuitOpen", f"{call.name} was not run: {permit.reason}"
+                )
+                if not tool.spec.idempotent:
+                    await self._flush(state)
+                continue
             t0 = self.clock.monotonic()
             try:
                 output = await tool.execute(kwargs, ctx, timeout_s=agent.limits.tool_timeout_s)
@@ -755,7 +777,11 @@ class Runner:
                 self._tool_failed(
                     state, call, "timeout", "ToolTimeout", str(exc), self.clock.monotonic() - t0
                 )
+                if breaker is not None:
+                    await breaker.record_failure(f"timed out: {exc}")
             except Exception as exc:
+                if breaker is not None:
+                    await breaker.record_failure(f"{type(exc).__name__}: {exc}")
                 # the model sees the error and may correct its call (reflection); the step limit bounds retries
                 self._tool_failed(
                     state,
@@ -766,6 +792,8 @@ class Runner:
                     self.clock.monotonic() - t0,
                 )
             else:
+                if breaker is not None and permit is not None:
+                    await breaker.record_success(permit)
                 content = render_output(output)
                 if stack is not None:
                     content = await self._guard_result(stack, agent, state, call, content)
@@ -1115,6 +1143,16 @@ class Runner:
         if checked.action == "redact" and checked.text is not None:
             return checked.text
         return content
+
+    def _breaker(self, tool: str) -> CircuitBreaker | None:
+        if self.tool_breaker is None:
+            return None
+        breaker = self._breakers.get(tool)
+        if breaker is None:
+            breaker = self._breakers[tool] = CircuitBreaker(
+                f"tool:{tool}", policy=self.tool_breaker, state=self.breaker_state
+            )
+        return breaker
 
     def _context(self, state: _State, limits: Any, step: int) -> list[Message]:
         """What this step's call is sent: the whole conversation, or (with `Limits.context_window_tokens`)
