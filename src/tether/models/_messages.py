@@ -38,9 +38,12 @@ class ToolCall(_Frozen):
         name: the tool's name.
         arguments: the arguments as parsed JSON; a string when the model's text was not valid JSON,
             so that the error can be shown back to the model instead of being lost.
-        confidence: how sure the model was of this call, in [0, 1], where the backend can tell (the
-            embedded model: the geometric mean of the probabilities of the call's generated tokens);
-            None when unknown. Approval policies escalate low-confidence irreversible calls.
+        confidence: how sure the model was of this call, in [0, 1], where the backend can tell; None
+            when unknown. The embedded model gives the probability it assigned to this tool with these
+            argument values: the product of the probabilities of the tokens that wrote the tool's name
+            and the argument values, the JSON around them left out (`tether.models.llamacpp.call_confidence`).
+            Values copied from the conversation score near 1, values the model made up far lower.
+            Approval policies send low-confidence irreversible calls to a human.
     """
 
     call_id: str
