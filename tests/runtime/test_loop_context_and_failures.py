@@ -83,3 +83,27 @@ async def test_a_tool_that_keeps_failing_is_not_called_while_its_breaker_is_open
     failed = [s.event for s in await store.load("b") if isinstance(s.event, ToolFailed)]
     assert [f.kind for f in failed] == ["raised", "raised", "blocked"]
     assert failed[2].error_type == "CircuitOpen" and "circuit open" in failed[2].message
+
+
+async def test_logged_prompts_and_answers_are_redacted_when_the_agent_says_so(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from tether.telemetry import configure_logging
+
+    configure_logging("info", json=True)
+    try:
+        agent = Agent("l", model=ScriptedModel(["Mail jane.doe@example.com back."]), log_content="redacted")
+        await Runner(store).run(agent, "My email is jane.doe@example.com", run_id="l")
+    finally:  # back to the default configuration, not bound to this test's captured stderr
+        import structlog
+
+        from tether.telemetry import _logging
+
+        structlog.reset_defaults()
+        _logging._configured = False
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+    logged = [x for x in lines if x.get("event") in ("model request", "model responded")]
+    assert [x["text"] for x in logged] == ["My email is [EMAIL]", "Mail [EMAIL] back."]
+    assert "jane.doe" not in capsys.readouterr().err

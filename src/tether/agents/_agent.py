@@ -102,6 +102,9 @@ class Agent:
             `tether.guardrails.GuardStack`, a `GuardrailsConfig` (built with `default_stack`), True
             (`default_stack()`: secrets, PII, injection rules and classifier, abuse, exfiltration), or
             None (off, the default: no cost on the step).
+        log_content: whether the structured logs carry what the model was sent and answered: `off` (the
+            default: steps, tools and figures only), `redacted` (personal data and credentials replaced
+            by placeholders, at most 4,000 characters), or `full`.
         on_in_doubt: what happens to a non-idempotent call that was running when the run stopped
             (a crash): `ask` suspends the run for a human to say whether it took effect; `report` does not
             re-run it and tells the model it may or may not have happened.
@@ -127,6 +130,7 @@ class Agent:
         policy: Any = None,
         on_in_doubt: Literal["ask", "report"] = "ask",
         guardrails: Any = None,
+        log_content: Literal["off", "redacted", "full"] = "off",
     ):
         if not name or not isinstance(name, str):
             raise ConfigError("an Agent needs a non-empty name")
@@ -165,6 +169,11 @@ class Agent:
         if on_in_doubt not in ("ask", "report"):
             raise ConfigError(f"agent {name!r}: on_in_doubt must be 'ask' or 'report'; got {on_in_doubt!r}")
         self.on_in_doubt = on_in_doubt
+        if log_content not in ("off", "redacted", "full"):
+            raise ConfigError(
+                f"agent {name!r}: log_content must be 'off', 'redacted' or 'full'; got {log_content!r}"
+            )
+        self.log_content = log_content
         self._guardrails = guardrails
         self._stack: Any = None
         frame = sys._getframe(1)

@@ -81,7 +81,7 @@ from ..models import (
     Usage,
     UserMessage,
 )
-from ..telemetry import get_logger
+from ..telemetry import get_logger, redact_for_log
 from ..tools import ToolContext, render_output
 from ._context import fit_context
 
@@ -580,6 +580,8 @@ class Runner:
             if self.governance is not None and await self._governed(agent, state):
                 return
             step = state.step + 1
+            if agent.log_content != "off":
+                self._log_content(agent, state, step, "model request", state.messages[-1])
             try:
                 # models enforce settings.timeout_s themselves (the contract); a model that does not is
                 # still bounded by the run's timeout around this loop
@@ -605,6 +607,8 @@ class Runner:
                     usage=response.usage,
                 ),
             )
+            if agent.log_content != "off":
+                self._log_content(agent, state, step, "model responded", response)
             repeated = state.record_response(step, response)
             state.usage = state.usage + response.usage
             if not response.tool_calls:
@@ -1143,6 +1147,19 @@ class Runner:
         if checked.action == "redact" and checked.text is not None:
             return checked.text
         return content
+
+    @staticmethod
+    def _log_content(agent: Agent, state: _State, step: int, what: str, item: Any) -> None:
+        """The newest message sent, or the response, in the logs (`Agent(log_content=...)`)."""
+        if isinstance(item, ModelResponse):
+            text = item.text
+            calls = [f"{c.name}({_canonical(c.arguments)})" for c in item.tool_calls]
+        else:
+            text, calls = getattr(item, "content", ""), []
+        if agent.log_content == "redacted":
+            text = redact_for_log(text)
+            calls = [redact_for_log(c) for c in calls]
+        _log.info(what, run_id=state.run_id, step=step, text=text, calls=calls, content=agent.log_content)
 
     def _breaker(self, tool: str) -> CircuitBreaker | None:
         if self.tool_breaker is None:
