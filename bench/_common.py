@@ -10,23 +10,31 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import math
 import os
 import platform
+import pstats
+import re
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import cProfile
 
 __all__ = [
     "Skip",
     "figure",
     "format_table",
+    "interleaved_samples",
     "log",
     "machine",
     "median",
+    "print_profile",
     "quiet_gc",
     "skipped",
     "write_results",
@@ -101,6 +109,39 @@ def quiet_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+_Variant = TypeVar("_Variant")
+
+
+async def interleaved_samples(
+    variants: Mapping[str, _Variant],
+    seconds_per: Callable[[_Variant, int], Awaitable[float]],
+    *,
+    rounds: int,
+    batch_s: float,
+    min_batch: int,
+    scale: float,
+    label: str,
+) -> dict[str, list[float]]:
+    """One sample per round of each variant: its seconds per call, times `scale`.
+
+    `seconds_per(variant, n)` times `n` calls. Each variant is warmed up, then timed in batches of
+    about `batch_s` (at least `min_batch` calls); the variants take turns first from round to round, so
+    that drift of the machine hits all of them alike and their ratios can be read round by round.
+    `label` names the measurement in the progress log.
+    """
+    batch: dict[str, int] = {}
+    for name, variant in variants.items():
+        await seconds_per(variant, 20)  # warm up: statements prepared, caches filled
+        batch[name] = max(min_batch, math.ceil(batch_s / await seconds_per(variant, 20)))
+    log(f"   {label}: {rounds} rounds, calls per batch {batch}")
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            samples[name].append(await seconds_per(variants[name], batch[name]) * scale)
+    return samples
 
 
 def machine() -> dict[str, str]:
@@ -212,6 +253,42 @@ def write_results(path: Path, figures: Sequence[dict[str, Any]], ran: Sequence[s
     tmp.write_text(json.dumps(merged, indent=2, ensure_ascii=False) + "\n")
     tmp.replace(path)
     return merged
+
+
+def print_profile(
+    profiler: cProfile.Profile, *, steps: int, heading: str, top: int, callees_in: Sequence[str] = ()
+) -> None:
+    """Print where a profiled workload's time goes per step: by self time, then including callees.
+
+    Args:
+        profiler: the profile, taken over `steps` steps.
+        steps: what the times are divided by.
+        heading: what ran (the first line says it and the time per step).
+        top: how many functions each ranking lists.
+        callees_in: when given, the ranking including callees lists only functions whose file path holds
+            one of these (tether's own, say, not the event loop's frames that include everything).
+    """
+    rows: dict[tuple[str, int, str], tuple[int, int, float, float, Any]]
+    rows = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    total = sum(tottime for _, _, tottime, _, _ in rows.values())
+    print(f"{heading}, {total / steps * 1e6:.0f} µs/step under the profiler\n")
+    for title, column in (("self time", 2), ("including callees", 3)):
+        print(f"{'µs/step':>8}  {'share':>6}  {'calls/step':>10}  {title}")
+        ranked = sorted(rows.items(), key=lambda item: item[1][column], reverse=True)
+        if column == 3 and callees_in:
+            ranked = [(key, value) for key, value in ranked if any(part in key[0] for part in callees_in)]
+        for key, value in ranked[:top]:
+            print(
+                f"{value[column] / steps * 1e6:8.1f}  {value[column] / total:6.1%}  "
+                f"{value[1] / steps:10.2f}  {_where(key)}"
+            )
+        print()
+
+
+def _where(key: tuple[str, int, str]) -> str:
+    path, line, func = key
+    path = re.sub(r".*/(site-packages|lib/python3\.\d+|src)/", "", path)
+    return f"{func} ({path}:{line})" if line else func
 
 
 def log(message: str) -> None:

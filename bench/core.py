@@ -15,9 +15,7 @@ from __future__ import annotations
 import functools
 import gc
 import json
-import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +28,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-from _common import figure, log, median, quiet_gc, skipped
+from _common import figure, interleaved_samples, log, median, print_profile, quiet_gc, skipped
 
 from tether import Agent, Limits, Runner, tool
 from tether.journal import MemoryStore, SQLiteStore, Store
@@ -242,19 +240,16 @@ async def _step_overhead(workdir: Path) -> list[dict[str, Any]]:
         await _check(runner)
         variants[name] = functools.partial(runner.run, agent, INPUT)
 
-    batch: dict[str, int] = {}
-    for name, run_once in variants.items():
-        await _time_batch(run_once, 20)  # warm up
-        batch[name] = max(3, math.ceil(BATCH_S / await _time_batch(run_once, 20)))
-    log(f"   step overhead: {ROUNDS} rounds, runs per batch {batch}")
-
-    # us per step, one sample per round; the variants take turns first so drift hits all alike
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for r in range(ROUNDS):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            per_run = await _time_batch(variants[name], batch[name])
-            samples[name].append(per_run / STEPS_PER_RUN * 1e6)
+    # µs per step, one sample per round
+    samples = await interleaved_samples(
+        variants,
+        _time_batch,
+        rounds=ROUNDS,
+        batch_s=BATCH_S,
+        min_batch=3,
+        scale=1e6 / STEPS_PER_RUN,
+        label="step overhead",
+    )
     for store in stores.values():
         await store.aclose()
 
@@ -691,7 +686,6 @@ async def _profile(variant: str, runs: int) -> None:
     shares against each other, and the unprofiled figures for absolute time.
     """
     import cProfile
-    import pstats
 
     with tempfile.TemporaryDirectory(prefix="tether-profile-") as tmp:
         store: Store = MemoryStore()
@@ -710,27 +704,13 @@ async def _profile(variant: str, runs: int) -> None:
             profiler.disable()
         await store.aclose()
 
-    rows: dict[tuple[str, int, str], tuple[int, int, float, float, Any]]
-    rows = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    steps = runs * STEPS_PER_RUN
-    total = sum(tottime for _, _, tottime, _, _ in rows.values())
-
-    def where(key: tuple[str, int, str]) -> str:
-        path, line, func = key
-        path = re.sub(r".*/(site-packages|lib/python3\.\d+|src)/", "", path)
-        return f"{func} ({path}:{line})" if line else func
-
-    print(f"{variant}: {runs} runs, {total / steps * 1e6:.0f} µs/step under the profiler\n")
-    for title, column in (("self time", 2), ("including callees", 3)):
-        print(f"{'µs/step':>8}  {'share':>6}  {'calls/step':>10}  {title}")
-        ranked = sorted(rows.items(), key=lambda item: item[1][column], reverse=True)
-        shown = [(k, v) for k, v in ranked if column == 2 or "tether" in k[0] or "anyio" in k[0]][:30]
-        for key, value in shown:
-            print(
-                f"{value[column] / steps * 1e6:8.1f}  {value[column] / total:6.1%}  "
-                f"{value[1] / steps:10.2f}  {where(key)}"
-            )
-        print()
+    print_profile(
+        profiler,
+        steps=runs * STEPS_PER_RUN,
+        heading=f"{variant}: {runs} runs",
+        top=30,
+        callees_in=("tether", "anyio"),
+    )
 
 
 def _probe(argv: list[str]) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import secrets
 import sqlite3
 import sys
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-from _common import figure, log, median, quiet_gc, skipped
+from _common import figure, interleaved_samples, log, median, print_profile, quiet_gc, skipped
 
 from tether import Runner
 from tether.journal import (
@@ -339,16 +338,10 @@ async def _journal_cost(workdir: Path, postgres_down: str | None) -> list[dict[s
             for kind, writer in writers.items():
                 variants[f"{backend}.{kind}"] = writer
 
-        batch: dict[str, int] = {}
-        for name, writer in variants.items():
-            await _time_steps(writer, 20)  # warm up: statements prepared, caches filled
-            batch[name] = max(5, math.ceil(BATCH_S / await _time_steps(writer, 20)))
-        log(f"   step writes: {ROUNDS} rounds, steps per batch {batch}")
-        samples: dict[str, list[float]] = {name: [] for name in variants}
-        names = list(variants)
-        for r in range(ROUNDS):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
-                samples[name].append(await _time_steps(variants[name], batch[name]) * 1e6)
+        # µs per step
+        samples = await interleaved_samples(
+            variants, _time_steps, rounds=ROUNDS, batch_s=BATCH_S, min_batch=5, scale=1e6, label="step writes"
+        )
     finally:
         for close in reversed(closers):
             await close()
@@ -593,7 +586,6 @@ def main() -> list[dict[str, Any]]:
 async def _profile(variant: str, steps: int) -> None:
     """Print where the time of `steps` step appends goes, by cProfile (read shares, not absolute time)."""
     import cProfile
-    import pstats
 
     started, events = await _one_step()
     schema = f"tether_bench_{secrets.token_hex(4)}"
@@ -618,25 +610,7 @@ async def _profile(variant: str, steps: int) -> None:
             if variant == "postgres":
                 await _drop(schema)
 
-    rows: dict[tuple[str, int, str], tuple[int, int, float, float, Any]]
-    rows = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    total = sum(tottime for _, _, tottime, _, _ in rows.values())
-
-    def where(key: tuple[str, int, str]) -> str:
-        path, line, func = key
-        path = re.sub(r".*/(site-packages|lib/python3\.\d+|src)/", "", path)
-        return f"{func} ({path}:{line})" if line else func
-
-    print(f"{variant}: {steps} step appends, {total / steps * 1e6:.0f} µs/step under the profiler\n")
-    for title, column in (("self time", 2), ("including callees", 3)):
-        print(f"{'µs/step':>8}  {'share':>6}  {'calls/step':>10}  {title}")
-        ranked = sorted(rows.items(), key=lambda item: item[1][column], reverse=True)
-        for key, value in ranked[:25]:
-            print(
-                f"{value[column] / steps * 1e6:8.1f}  {value[column] / total:6.1%}  "
-                f"{value[1] / steps:10.2f}  {where(key)}"
-            )
-        print()
+    print_profile(profiler, steps=steps, heading=f"{variant}: {steps} step appends", top=25)
 
 
 if __name__ == "__main__":

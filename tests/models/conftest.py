@@ -8,22 +8,21 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from tether.testing._http_server import ScriptedHTTPServer, ScriptedReply
 
 # -- a canned OpenAI-compatible server -------------------------------------------------------------
 
@@ -41,78 +40,26 @@ class RecordedRequest:
         return json.loads(self.body)
 
 
-@dataclass(frozen=True, kw_only=True)
-class CannedReply:
-    """How the fake server answers one request.
-
-    Attributes:
-        status: the HTTP status.
-        headers: extra response headers.
-        body: sent in one piece, with a `Content-Length` of `declared_length` when given (a larger one
-            makes a truncated body).
-        chunks: sent one by one without a length, the connection closing after the last (SSE).
-        hang: answer nothing until the fixture ends.
-    """
-
-    status: int = 200
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    declared_length: int | None = None
-    chunks: Sequence[bytes] | None = None
-    hang: bool = False
-
-
-class FakeOpenAIServer:
+class FakeOpenAIServer(ScriptedHTTPServer[ScriptedReply]):
     """A real HTTP server on 127.0.0.1 that plays back canned replies, first in first out."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[RecordedRequest] = []
-        self._replies: collections.deque[CannedReply] = collections.deque()
-        self._lock = threading.Lock()
-        # set when the fixture ends, so that a hanging handler returns and its thread can be joined
-        self.released = threading.Event()
-        self._httpd = _QuietThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def reply(self, reply: CannedReply) -> None:
-        with self._lock:
-            self._replies.append(reply)
+    def reply(self, reply: ScriptedReply) -> None:
+        self._queue(reply)
 
     def reply_json(self, data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
         self.reply(
-            CannedReply(
+            ScriptedReply(
                 status=status,
                 headers={"Content-Type": "application/json", **(headers or {})},
                 body=json.dumps(data).encode(),
-            )
-        )
-
-    def reply_raw(
-        self,
-        body: bytes,
-        *,
-        status: int = 200,
-        content_type: str = "application/json",
-        headers: Mapping[str, str] | None = None,
-        declared_length: int | None = None,
-    ) -> None:
-        """Answer with `body` as is; a `declared_length` beyond it makes a body cut off mid-way."""
-        self.reply(
-            CannedReply(
-                status=status,
-                headers={"Content-Type": content_type, **(headers or {})},
-                body=body,
-                declared_length=declared_length,
             )
         )
 
@@ -121,98 +68,23 @@ class FakeOpenAIServer:
         chunks = [f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n".encode() for e in events]
         if done:
             chunks.append(b"data: [DONE]\n\n")
-        self.reply(CannedReply(headers={"Content-Type": "text/event-stream"}, chunks=chunks))
+        self.reply(ScriptedReply(headers={"Content-Type": "text/event-stream"}, chunks=chunks))
 
-    def reply_hang(self) -> None:
-        self.reply(CannedReply(hang=True))
-
-    def _next_reply(self) -> CannedReply:
+    def _reply(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> ScriptedReply:
         with self._lock:
-            if self._replies:
-                return self._replies.popleft()
-        body = json.dumps({"error": {"message": "the test queued no reply for this request"}})
-        return CannedReply(status=599, body=body.encode())
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self.requests.append(request)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.released.set()
-        self._httpd.shutdown()
-        # joins the handler threads (block_on_close), so none outlives the test
-        self._httpd.server_close()
-        self._thread.join(timeout=10)
-
-
-class _QuietThreadingHTTPServer(ThreadingHTTPServer):
-    daemon_threads = False
-    block_on_close = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # a client that gave up (timeout tests) leaves a broken pipe behind: expected, not news
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self._answer()
-
-        def do_POST(self) -> None:
-            self._answer()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # keep test output clean
-
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            server._record(
-                RecordedRequest(
-                    method=self.command,
-                    path=self.path,
-                    headers={k.lower(): v for k, v in self.headers.items()},
-                    body=body,
-                )
-            )
-            reply = server._next_reply()
-            if reply.hang:
-                server.released.wait(timeout=60)
-                return
-            self.send_response(reply.status)
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            if reply.chunks is not None:
-                # HTTP/1.0 without a length: the body ends when the connection closes
-                self.send_header("Connection", "close")
-                self.end_headers()
-                for chunk in reply.chunks:
-                    self.wfile.write(chunk)
-                    self.wfile.flush()
-                return
-            declared = reply.declared_length if reply.declared_length is not None else len(reply.body)
-            self.send_header("Content-Length", str(declared))
-            self.end_headers()
-            self.wfile.write(reply.body)
-            self.wfile.flush()
-
-    return Handler
+            self.requests.append(RecordedRequest(method=method, path=path, headers=headers, body=body))
+        reply = self._next()
+        if reply is not None:
+            return reply
+        error = json.dumps({"error": {"message": "the test queued no reply for this request"}})
+        return ScriptedReply(status=599, body=error.encode())
 
 
 @pytest.fixture
 def openai_server() -> Iterator[FakeOpenAIServer]:
     """A fake OpenAI-compatible server on a free port; queue replies, then read `requests`."""
-    server = FakeOpenAIServer()
-    server.start()
-    try:
+    with FakeOpenAIServer() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -645,8 +645,7 @@ async def test_aclose_closes_the_models_own_client(openai_server: FakeOpenAIServ
     openai_server.reply_json(completion(content="hi"))
     model = OpenAICompatModel("qwen", base_url=openai_server.base_url)
     await model.request(ASK)
-    client = model._client
-    assert client is not None
+    client = model._http.client()
 
     await model.aclose()
 

@@ -23,12 +23,9 @@ import dataclasses
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
-import anyio
 import httpx
 
 from ..exceptions import (
@@ -39,10 +36,21 @@ from ..exceptions import (
     ModelRateLimited,
     ModelResponseError,
     ModelServerError,
-    ModelTimeout,
-    ModelUnreachable,
 )
 from ._base import Model, ModelSettings, TokenCallback
+from ._http import (
+    Answer,
+    HTTPEndpoint,
+    Reply,
+    Wording,
+    bounded,
+    checked_base_url,
+    count,
+    load_json,
+    redact,
+    shape_error,
+    tool_call,
+)
 from ._messages import (
     AssistantMessage,
     Message,
@@ -56,10 +64,6 @@ from ._messages import (
 )
 from ._parse import UNPARSED_ARGUMENTS
 
-# Shared with the OpenAI-compatible backend, which uses the same HTTP client: the SSE framing, the
-# Retry-After rules, and keeping the key out of messages.
-from .openai_compat import _EventParser, _is_event_stream, _redact, _retry_after
-
 __all__ = ["API_VERSION", "DEFAULT_BASE_URL", "AnthropicModel"]
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -68,10 +72,16 @@ DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
 """The `anthropic-version` header: the version of the Messages API this module speaks."""
 
-# Server error messages are quoted in ours, bounded: a proxy in between may answer with a whole page.
-_DETAIL_CHARS = 200
+_API = "the Messages API"
 
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_WORDING = Wording(
+    peer="the API",
+    faster="a faster model",
+    lost="check the network",
+    failed="retry later",
+    local_connect="is the server running on this machine? start it, or fix base_url (ANTHROPIC_BASE_URL)",
+    remote_connect="check base_url (ANTHROPIC_BASE_URL), DNS, the network and proxy settings",
+)
 
 _INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
@@ -131,23 +141,15 @@ class AnthropicModel(Model):
             raise ConfigError("AnthropicModel needs a model name, such as 'claude-haiku-4-5'")
         if base_url is None:
             base_url = os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(
-                f"base_url {base_url!r} is not an http(s) URL; pass the API root, "
-                f"such as {DEFAULT_BASE_URL!r}"
-            )
-        if timeout_s is not None and timeout_s <= 0:
-            raise ConfigError(f"timeout_s must be positive, got {timeout_s!r}")
         self._model = model
-        self._base_url = base_url.rstrip("/")
+        self._base_url = checked_base_url(base_url, advice=f"pass the API root, such as {DEFAULT_BASE_URL!r}")
         self._url = self._base_url + ("/messages" if self._base_url.endswith("/v1") else "/v1/messages")
         self._api_key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY") or None
         self._api_version = api_version
-        self._timeout_s = timeout_s
         self._headers = dict(headers or {})
-        self._client = http_client
-        self._owns_client = http_client is None
+        self._http = HTTPEndpoint(
+            self._url, wording=_WORDING, secret=self._api_key, timeout_s=timeout_s, http_client=http_client
+        )
 
     def __repr__(self) -> str:
         # the key stays out of reprs, which end up in logs and tracebacks
@@ -212,83 +214,35 @@ class AnthropicModel(Model):
             )
         body = self._request_body(messages, tools, settings, stream=on_token is not None)
         started = time.perf_counter()
-        try:
-            with anyio.fail_after(settings.timeout_s):
-                answer = await self._exchange(body, settings, on_token)
-        except TimeoutError:
-            raise ModelTimeout(
-                f"{self._url} did not answer within {settings.timeout_s:g}s (settings.timeout_s); "
-                "raise it, ask for fewer tokens, or use a faster model"
-            ) from None
-        return ModelResponse(
-            text=answer.text,
-            tool_calls=answer.tool_calls,
-            usage=answer.usage,
-            model=self.name,
-            finish_reason=answer.finish_reason,
-            duration_s=time.perf_counter() - started,
-            repairs=answer.repairs,
-        )
+        with self._http.deadline(settings.timeout_s):
+            answer = await self._exchange(body, settings, on_token)
+        return answer.response(model=self.name, duration_s=time.perf_counter() - started)
 
     async def aclose(self) -> None:
         """Close the HTTP client this model created (not one passed in `http_client`)."""
-        if self._owns_client and self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        await self._http.aclose()
 
     # -- the exchange ------------------------------------------------------------------------------
 
-    def _http_client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            # created on first use: constructing a model must not need a running event loop
-            self._client = httpx.AsyncClient()
-        return self._client
-
     async def _exchange(
         self, body: dict[str, Any], settings: ModelSettings, on_token: TokenCallback | None
-    ) -> _Answer:
-        client = self._http_client()
-        # httpx's own timeouts bound each operation; the whole call is bounded by fail_after above
-        silence_s = self._timeout_s if self._timeout_s is not None else settings.timeout_s
-        request = client.build_request(
-            "POST", self._url, json=body, headers=self._request_headers(), timeout=httpx.Timeout(silence_s)
-        )
-        try:
-            response = await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, silence_s=silence_s, answered=False) from exc
-        try:
-            if response.status_code >= 400:
-                self._raise_for_status(response, await self._read_body(response, silence_s))
-            if on_token is not None and _is_event_stream(response):
-                return await self._read_stream(response, on_token, silence_s)
-            answer = self._parse_message(_load_json(await self._read_body(response, silence_s), self._url))
+    ) -> Answer:
+        async with self._http.post(
+            body, headers=self._request_headers(), timeout_s=settings.timeout_s
+        ) as reply:
+            if reply.response.status_code >= 400:
+                self._raise_for_status(reply.response, await reply.read())
+            if on_token is not None and reply.is_event_stream:
+                return await self._read_stream(reply, on_token)
+            answer = self._parse_message(load_json(await reply.read(), self._url, api=_API))
             if on_token is not None and answer.text:
                 # the server ignored `stream`: the caller still gets the text, all at once
                 on_token(answer.text)
             return answer
-        finally:
-            await response.aclose()
 
-    async def _read_body(self, response: httpx.Response, silence_s: float) -> bytes:
-        try:
-            return await response.aread()
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, silence_s=silence_s, answered=True) from exc
-
-    async def _read_stream(
-        self, response: httpx.Response, on_token: TokenCallback, silence_s: float
-    ) -> _Answer:
+    async def _read_stream(self, reply: Reply, on_token: TokenCallback) -> Answer:
         stream = _StreamAssembler(self._url, self._error_from_event)
-        events = _EventParser()
-        try:
-            async for line in response.aiter_lines():
-                for data in events.feed(line):
-                    _emit(on_token, stream.add_event(data))
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, silence_s=silence_s, answered=True) from exc
-        for data in events.close():
-            _emit(on_token, stream.add_event(data))
+        await reply.read_events(lambda data: _emit(on_token, stream.add_event(data)))
         return stream.answer()
 
     # -- building the request ----------------------------------------------------------------------
@@ -327,7 +281,7 @@ class AnthropicModel(Model):
 
     # -- reading the answer ------------------------------------------------------------------------
 
-    def _parse_message(self, data: Any) -> _Answer:
+    def _parse_message(self, data: Any) -> Answer:
         if not isinstance(data, dict):
             _shape_error(self._url, f"the body is a JSON {type(data).__name__}, not an object")
         if data.get("type") == "error":
@@ -353,7 +307,7 @@ class AnthropicModel(Model):
                 calls.append(call)
                 repairs += repaired
             # other blocks (thinking, redacted_thinking, server tool results) carry nothing tether uses
-        return _Answer(
+        return Answer(
             text="".join(text),
             tool_calls=tuple(calls),
             usage=_usage(data.get("usage")),
@@ -362,35 +316,6 @@ class AnthropicModel(Model):
         )
 
     # -- errors ------------------------------------------------------------------------------------
-
-    def _transport_error(self, exc: httpx.HTTPError, *, silence_s: float, answered: bool) -> ModelError:
-        url = self._url
-        reason = _redact(str(exc) or type(exc).__name__, self._api_key)
-        if isinstance(exc, httpx.ConnectTimeout):
-            return ModelUnreachable(
-                f"cannot connect to {url}: no answer to connect within {silence_s:g}s; "
-                "check that the host is up and reachable from here"
-            )
-        if isinstance(exc, httpx.TimeoutException):
-            return ModelTimeout(
-                f"{url} went silent for {silence_s:g}s ({type(exc).__name__}); "
-                "the API may be overloaded: retry, or raise the model's timeout_s"
-            )
-        if isinstance(exc, httpx.ConnectError):
-            if urlsplit(self._base_url).hostname in _LOOPBACK_HOSTS:
-                hint = "is the server running on this machine? start it, or fix base_url (ANTHROPIC_BASE_URL)"
-            else:
-                hint = "check base_url (ANTHROPIC_BASE_URL), DNS, the network and proxy settings"
-            return ModelUnreachable(f"cannot connect to {url} ({reason}); {hint}")
-        if isinstance(exc, httpx.DecodingError):
-            return ModelResponseError(f"{url} sent a body that cannot be decoded ({reason})")
-        if answered and isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-            # the answer was cut off; trying again will most likely get a whole one
-            return ModelResponseError(
-                f"{url} closed the connection before the answer was complete ({reason}); retry",
-                retryable=True,
-            )
-        return ModelUnreachable(f"lost the connection to {url} ({reason}); retry, or check the network")
 
     def _raise_for_status(self, response: httpx.Response, raw: bytes) -> NoReturn:
         status = response.status_code
@@ -412,10 +337,6 @@ class AnthropicModel(Model):
                 f"{url} has no model {self._model!r} or no such path ({said}); check the model name, and "
                 "that base_url is the API root (without /v1/messages)"
             )
-        if status == 429:
-            retry_after = _retry_after(response.headers)
-            wait = f"retry after {retry_after:g}s" if retry_after is not None else "slow down and retry"
-            raise ModelRateLimited(f"{url} is rate limiting ({said}); {wait}", retry_after=retry_after)
         if status in (400, 413) and any(phrase in detail.lower() for phrase in _CONTEXT_PHRASES):
             # the class OpenAICompatModel raises for the same refusal; the words "context window" and
             # the API's own "prompt is too long" let fallback chains tell it from other refusals
@@ -423,17 +344,9 @@ class AnthropicModel(Model):
                 f"the conversation does not fit the context window of {self._model!r} ({said}); prune "
                 "old turns, ask for fewer max_tokens, or use a model with a longer context"
             )
-        if status == 408:
-            raise ModelTimeout(f"{url} timed out the request ({said}); retry")
-        if status >= 500:
-            # 529 is the API overloaded: retryable, like a 503; 501/505 say it cannot do this at all
-            retryable = status not in (501, 505)
-            hint = "retry later" if retryable else "this server cannot serve it"
-            raise ModelServerError(
-                f"{url} failed ({said}); {hint}",
-                retryable=retryable,
-                retry_after=_retry_after(response.headers),
-            )
+        error = self._http.status_error(response, said)
+        if error is not None:
+            raise error
         if status == 413:
             raise ModelError(f"{url} refused a request this large ({said}); send less (shorter tool results)")
         raise ModelError(f"{url} refused the request ({said}); fix the request or the model's settings")
@@ -442,7 +355,7 @@ class AnthropicModel(Model):
         """The error the API reports in a 200 answer (an `error` event in mid-stream)."""
         kind = error.get("type") if isinstance(error, dict) else None
         message = error.get("message") if isinstance(error, dict) else None
-        detail = _bounded(_redact(str(message or kind or "no detail"), self._api_key))
+        detail = bounded(redact(str(message or kind or "no detail"), self._api_key))
         said = f"{kind}: {detail}" if kind else detail
         if kind == "rate_limit_error":
             return ModelRateLimited(f"{self._url} is rate limiting ({said}); slow down and retry")
@@ -533,32 +446,10 @@ def _tool_choice(settings: ModelSettings) -> dict[str, Any]:
     return {"type": "auto"}
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class _Answer:
-    text: str
-    tool_calls: tuple[ToolCall, ...]
-    usage: Usage
-    finish_reason: str
-    repairs: tuple[str, ...] = ()
-
-
 def _tool_call(call_id: Any, name: str, arguments: Any) -> tuple[ToolCall, list[str]]:
-    """One call from a tool_use block; arguments that are not a JSON object are kept as text."""
-    if not isinstance(call_id, str) or not call_id:
-        call_id = f"toolu_{uuid.uuid4().hex[:24]}"
-    if isinstance(arguments, dict):
-        return ToolCall(call_id=call_id, name=name, arguments=arguments), []
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-        return ToolCall(call_id=call_id, name=name, arguments={}), []
-    raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict):
-        return ToolCall(call_id=call_id, name=name, arguments=parsed), []
-    # kept as text so that the runtime shows the model what was wrong with it
-    return ToolCall(call_id=call_id, name=name, arguments=raw), [UNPARSED_ARGUMENTS]
+    """One call from a tool_use block, and the repair to record when its arguments are kept as text."""
+    call = tool_call(call_id, name, arguments, id_prefix="toolu_")
+    return call, [UNPARSED_ARGUMENTS] if isinstance(call.arguments, str) else []
 
 
 def _usage(raw: Any, base: Usage | None = None) -> Usage:
@@ -570,19 +461,15 @@ def _usage(raw: Any, base: Usage | None = None) -> Usage:
     base = base or Usage()
     if not isinstance(raw, dict):
         return base
-    fresh = _count(raw.get("input_tokens"))
-    written = _count(raw.get("cache_creation_input_tokens"))
-    read = _count(raw.get("cache_read_input_tokens"))
+    fresh = count(raw.get("input_tokens"))
+    written = count(raw.get("cache_creation_input_tokens"))
+    read = count(raw.get("cache_read_input_tokens"))
     has_input = any(k in raw for k in _INPUT_FIELDS)
     return Usage(
         input_tokens=fresh + written + read if has_input else base.input_tokens,
-        output_tokens=_count(raw["output_tokens"]) if "output_tokens" in raw else base.output_tokens,
+        output_tokens=count(raw["output_tokens"]) if "output_tokens" in raw else base.output_tokens,
         cached_tokens=read if has_input else base.cached_tokens,
     )
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _finish_reason(raw: Any, has_calls: bool) -> str:
@@ -591,26 +478,8 @@ def _finish_reason(raw: Any, has_calls: bool) -> str:
     return "tool_calls" if has_calls else "stop"
 
 
-def _load_json(raw: bytes, url: str, *, streamed: bool = False) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        what = "an event that is not valid JSON" if streamed else "a body that is not valid JSON"
-        raise ModelResponseError(
-            f"{url} sent {what} ({exc}; starts {raw[:60].decode('utf-8', 'replace')!r}); check that base_url "
-            "points at the Messages API"
-        ) from None
-
-
 def _shape_error(url: str, what: str) -> NoReturn:
-    raise ModelResponseError(
-        f"{url} answered in an unexpected shape: {what}; check that base_url points at the Messages API"
-    )
-
-
-def _bounded(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"
+    shape_error(url, what, api=_API)
 
 
 def _error_fields(raw: bytes, *, secret: str | None) -> tuple[str, str]:
@@ -628,7 +497,7 @@ def _error_fields(raw: bytes, *, secret: str | None) -> tuple[str, str]:
             text = str(error.get("message") or "")
         elif isinstance(error, str):
             text = error
-    return kind, _bounded(_redact(text, secret))
+    return kind, bounded(redact(text, secret))
 
 
 def _emit(on_token: TokenCallback, text: str) -> None:
@@ -661,7 +530,7 @@ class _StreamAssembler:
 
     def add_event(self, data: str) -> str:
         """Take one event's data in; return the text it adds."""
-        event = _load_json(data.encode(), self._url, streamed=True)
+        event = load_json(data.encode(), self._url, api=_API, streamed=True)
         if not isinstance(event, dict):
             _shape_error(self._url, f"a stream event is a JSON {type(event).__name__}, not an object")
         kind = event.get("type")
@@ -724,7 +593,7 @@ class _StreamAssembler:
         # thinking, signature and citation deltas carry nothing tether uses
         return ""
 
-    def answer(self) -> _Answer:
+    def answer(self) -> Answer:
         if not self._stopped:
             raise ModelResponseError(
                 f"{self._url} ended the stream before message_stop; the answer is incomplete; retry",
@@ -741,7 +610,7 @@ class _StreamAssembler:
                 call, repaired = _tool_call(block.call_id, block.name, "".join(block.parts))
                 calls.append(call)
                 repairs += repaired
-        return _Answer(
+        return Answer(
             text="".join(text),
             tool_calls=tuple(calls),
             usage=self._usage,

@@ -19,32 +19,29 @@ subclass whose message names the endpoint and what to do, with the retry intent 
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import json
-import math
 import os
 import time
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NoReturn
-from urllib.parse import urlsplit
 
-import anyio
 import httpx
 
-from ..exceptions import (
-    ConfigError,
-    ModelAuthError,
-    ModelError,
-    ModelNotFoundError,
-    ModelRateLimited,
-    ModelResponseError,
-    ModelServerError,
-    ModelTimeout,
-    ModelUnreachable,
-)
+from ..exceptions import ModelAuthError, ModelError, ModelNotFoundError, ModelResponseError, ModelServerError
 from ._base import Model, ModelSettings, TokenCallback
+from ._http import (
+    Answer,
+    HTTPEndpoint,
+    Reply,
+    Wording,
+    bounded,
+    checked_base_url,
+    count,
+    load_json,
+    redact,
+    shape_error,
+    tool_call,
+)
 from ._messages import (
     AssistantMessage,
     Message,
@@ -62,13 +59,19 @@ __all__ = ["OpenAICompatModel"]
 
 _DEFAULT_BASE_URL = "http://127.0.0.1:8080/v1"
 
-# Server error messages are quoted in ours so the user sees the real cause, but bounded: some servers
-# answer an error with a whole HTML page or a stack trace.
-_DETAIL_CHARS = 200
+_API = "an OpenAI-compatible chat-completions API"
 
-# Only for a server on this machine is "start it" the likely fix; a remote one is more often a typo,
-# a network or a proxy problem.
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_WORDING = Wording(
+    peer="the server",
+    faster="a faster model or server",
+    lost="check the server",
+    failed="retry later or check the server's logs",
+    local_connect=(
+        "is the server running? start it with `python -m llama_cpp.server --model <file.gguf> "
+        "--host {host} --port {port}`, or fix base_url"
+    ),
+    remote_connect="is the server running? check base_url, DNS, the network and proxy settings",
+)
 
 # The tag Qwen (and Hermes-style) chat templates use for a tool call written as text.
 _TEXT_CALL_TAG = "<tool_call>"
@@ -107,21 +110,14 @@ class OpenAICompatModel(Model):
         headers: Mapping[str, str] | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(
-                f"base_url {base_url!r} is not an http(s) URL; pass one such as {_DEFAULT_BASE_URL!r}"
-            )
-        if timeout_s is not None and timeout_s <= 0:
-            raise ConfigError(f"timeout_s must be positive, got {timeout_s!r}")
         self._model = model
-        self._base_url = base_url.rstrip("/")
+        self._base_url = checked_base_url(base_url, advice=f"pass one such as {_DEFAULT_BASE_URL!r}")
         self._url = f"{self._base_url}/chat/completions"
         self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
-        self._timeout_s = timeout_s
         self._headers = dict(headers or {})
-        self._client = http_client
-        self._owns_client = http_client is None
+        self._http = HTTPEndpoint(
+            self._url, wording=_WORDING, secret=self._api_key, timeout_s=timeout_s, http_client=http_client
+        )
 
     def __repr__(self) -> str:
         # the key stays out of reprs, which end up in logs and tracebacks
@@ -178,37 +174,15 @@ class OpenAICompatModel(Model):
         body = self._request_body(messages, tools, settings, stream=on_token is not None)
         offered_tools = bool(tools) and settings.tool_choice != "none"
         started = time.perf_counter()
-        try:
-            with anyio.fail_after(settings.timeout_s):
-                result = await self._exchange(body, settings, on_token, offered_tools)
-        except TimeoutError:
-            raise ModelTimeout(
-                f"{self._url} did not answer within {settings.timeout_s:g}s (settings.timeout_s); "
-                "raise it, ask for fewer tokens, or use a faster model or server"
-            ) from None
-        return ModelResponse(
-            text=result.text,
-            tool_calls=result.tool_calls,
-            usage=result.usage,
-            model=self.name,
-            finish_reason=result.finish_reason,
-            duration_s=time.perf_counter() - started,
-            repairs=result.repairs,
-        )
+        with self._http.deadline(settings.timeout_s):
+            answer = await self._exchange(body, settings, on_token, offered_tools)
+        return answer.response(model=self.name, duration_s=time.perf_counter() - started)
 
     async def aclose(self) -> None:
         """Close the HTTP client this model created (not one passed in `http_client`)."""
-        if self._owns_client and self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        await self._http.aclose()
 
     # -- the exchange ------------------------------------------------------------------------------
-
-    def _http_client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            # created on first use: constructing a model must not need a running event loop
-            self._client = httpx.AsyncClient()
-        return self._client
 
     async def _exchange(
         self,
@@ -216,27 +190,17 @@ class OpenAICompatModel(Model):
         settings: ModelSettings,
         on_token: TokenCallback | None,
         offered_tools: bool,
-    ) -> _Answer:
-        client = self._http_client()
-        # httpx's own timeouts bound each operation; the whole call is bounded by fail_after above
-        silence_s = self._timeout_s if self._timeout_s is not None else settings.timeout_s
-        request = client.build_request(
-            "POST", self._url, json=body, headers=self._request_headers(), timeout=httpx.Timeout(silence_s)
-        )
-        try:
-            response = await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, silence_s=silence_s, answered=False) from exc
-        try:
-            if response.status_code >= 400:
-                raw = await self._read_body(response, silence_s)
-                self._raise_for_status(response, raw)
+    ) -> Answer:
+        async with self._http.post(
+            body, headers=self._request_headers(), timeout_s=settings.timeout_s
+        ) as reply:
+            if reply.response.status_code >= 400:
+                self._raise_for_status(reply.response, await reply.read())
             relay = _TokenRelay(on_token, watch_for_calls=offered_tools) if on_token is not None else None
-            if relay is not None and _is_event_stream(response):
-                answer = await self._read_stream(response, relay, silence_s)
+            if relay is not None and reply.is_event_stream:
+                answer = await self._read_stream(reply, relay)
             else:
-                raw = await self._read_body(response, silence_s)
-                answer = self._parse_completion(_load_json(raw, self._url))
+                answer = self._parse_completion(load_json(await reply.read(), self._url, api=_API))
                 if relay is not None:
                     # the server ignored `stream`: the caller still gets the text, all at once
                     relay.feed(answer.text)
@@ -245,25 +209,10 @@ class OpenAICompatModel(Model):
             if relay is not None:
                 relay.finish(answer.text)
             return answer
-        finally:
-            await response.aclose()
 
-    async def _read_body(self, response: httpx.Response, silence_s: float) -> bytes:
-        try:
-            return await response.aread()
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, silence_s=silence_s, answered=True) from exc
-
-    async def _read_stream(self, response: httpx.Response, relay: _TokenRelay, silence_s: float) -> _Answer:
+    async def _read_stream(self, reply: Reply, relay: _TokenRelay) -> Answer:
         stream = _StreamAssembler(self._url, secret=self._api_key)
-        try:
-            async for line in response.aiter_lines():
-                for data in stream.events.feed(line):
-                    relay.feed(stream.add_event(data))
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, silence_s=silence_s, answered=True) from exc
-        for data in stream.events.close():
-            relay.feed(stream.add_event(data))
+        await reply.read_events(lambda data: relay.feed(stream.add_event(data)))
         return stream.answer()
 
     # -- building the request ----------------------------------------------------------------------
@@ -312,7 +261,7 @@ class OpenAICompatModel(Model):
 
     # -- reading the answer ------------------------------------------------------------------------
 
-    def _parse_completion(self, data: Any) -> _Answer:
+    def _parse_completion(self, data: Any) -> Answer:
         choice = _first_choice(data, self._url, secret=self._api_key)
         message = choice.get("message")
         if not isinstance(message, dict):
@@ -326,8 +275,10 @@ class OpenAICompatModel(Model):
             function = raw.get("function") if isinstance(raw, dict) else None
             if not isinstance(function, dict) or not isinstance(function.get("name"), str):
                 _shape_error(self._url, f"tool_calls[{position}] has no function name")
-            calls.append(_tool_call(raw.get("id"), function["name"], function.get("arguments")))
-        return _Answer(
+            calls.append(
+                tool_call(raw.get("id"), function["name"], function.get("arguments"), id_prefix="call_")
+            )
+        return Answer(
             text=text,
             tool_calls=tuple(calls),
             usage=_usage(data.get("usage")),
@@ -335,39 +286,6 @@ class OpenAICompatModel(Model):
         )
 
     # -- errors ------------------------------------------------------------------------------------
-
-    def _transport_error(self, exc: httpx.HTTPError, *, silence_s: float, answered: bool) -> ModelError:
-        url = self._url
-        reason = _redact(str(exc) or type(exc).__name__, self._api_key)
-        if isinstance(exc, httpx.ConnectTimeout):
-            return ModelUnreachable(
-                f"cannot connect to {url}: no answer to connect within {silence_s:g}s; "
-                "check that the host is up and reachable from here"
-            )
-        if isinstance(exc, httpx.TimeoutException):
-            return ModelTimeout(
-                f"{url} went silent for {silence_s:g}s ({type(exc).__name__}); "
-                "the server may be overloaded: retry, or raise the model's timeout_s"
-            )
-        if isinstance(exc, httpx.ConnectError):
-            parts = urlsplit(self._base_url)
-            if parts.hostname in _LOOPBACK_HOSTS:
-                hint = (
-                    "is the server running? start it with `python -m llama_cpp.server --model <file.gguf> "
-                    f"--host {parts.hostname} --port {parts.port or 80}`, or fix base_url"
-                )
-            else:
-                hint = "is the server running? check base_url, DNS, the network and proxy settings"
-            return ModelUnreachable(f"cannot connect to {url} ({reason}); {hint}")
-        if isinstance(exc, httpx.DecodingError):
-            return ModelResponseError(f"{url} sent a body that cannot be decoded ({reason})")
-        if answered and isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
-            # the answer was cut off; trying again will most likely get a whole one
-            return ModelResponseError(
-                f"{url} closed the connection before the answer was complete ({reason}); retry",
-                retryable=True,
-            )
-        return ModelUnreachable(f"lost the connection to {url} ({reason}); retry, or check the server")
 
     def _raise_for_status(self, response: httpx.Response, raw: bytes) -> NoReturn:
         status = response.status_code
@@ -384,21 +302,9 @@ class OpenAICompatModel(Model):
                 f"{url} has no model {self._model!r} or no such path ({said}); check the model name "
                 "and that base_url includes the API prefix such as /v1"
             )
-        if status == 429:
-            retry_after = _retry_after(response.headers)
-            wait = f"retry after {retry_after:g}s" if retry_after is not None else "slow down and retry"
-            raise ModelRateLimited(f"{url} is rate limiting ({said}); {wait}", retry_after=retry_after)
-        if status == 408:
-            raise ModelTimeout(f"{url} timed out the request ({said}); retry")
-        if status >= 500:
-            # 501/505: the server cannot do this at all, so trying again is pointless
-            retryable = status not in (501, 505)
-            hint = "retry later or check the server's logs" if retryable else "this server cannot serve it"
-            raise ModelServerError(
-                f"{url} failed ({said}); {hint}",
-                retryable=retryable,
-                retry_after=_retry_after(response.headers),
-            )
+        error = self._http.status_error(response, said)
+        if error is not None:
+            raise error
         raise ModelError(f"{url} refused the request ({said}); fix the request or the server's settings")
 
 
@@ -432,18 +338,7 @@ def _wire_message(message: Message) -> dict[str, Any]:
     raise TypeError(f"cannot send a {type(message).__name__} to an OpenAI-compatible endpoint")
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class _Answer:
-    """What the server said, before text-written tool calls are parsed."""
-
-    text: str
-    tool_calls: tuple[ToolCall, ...]
-    usage: Usage
-    finish_reason: str
-    repairs: tuple[str, ...] = ()
-
-
-def _with_text_calls(answer: _Answer) -> _Answer:
+def _with_text_calls(answer: Answer) -> Answer:
     """The answer with the tool calls the model wrote as text taken out of its text."""
     parsed = parse_tool_calls(answer.text)
     if not parsed.calls:
@@ -459,22 +354,8 @@ def _with_text_calls(answer: _Answer) -> _Answer:
     )
 
 
-def _load_json(raw: bytes, url: str, *, streamed: bool = False) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        what = "an event that is not valid JSON" if streamed else "a body that is not valid JSON"
-        raise ModelResponseError(
-            f"{url} sent {what} ({exc}; starts {_excerpt(raw)!r}); check that base_url points at an "
-            "OpenAI-compatible API"
-        ) from None
-
-
 def _shape_error(url: str, what: str) -> NoReturn:
-    raise ModelResponseError(
-        f"{url} answered in an unexpected shape: {what}; check that base_url points at an "
-        "OpenAI-compatible chat-completions API"
-    )
+    shape_error(url, what, api=_API)
 
 
 def _first_choice(data: Any, url: str, *, secret: str | None) -> dict[str, Any]:
@@ -502,65 +383,22 @@ def _text_content(content: Any, url: str) -> str:
     _shape_error(url, f"message content is a JSON {type(content).__name__}")
 
 
-def _tool_call(call_id: Any, name: str, arguments: Any) -> ToolCall:
-    """One tool call from the wire, with its arguments parsed when they are a JSON object."""
-    if not isinstance(call_id, str) or not call_id:
-        call_id = f"call_{uuid.uuid4().hex[:24]}"
-    if isinstance(arguments, dict):
-        # some servers send the object itself rather than the JSON string the spec asks for
-        return ToolCall(call_id=call_id, name=name, arguments=arguments)
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-        # a call without arguments; OpenAI sends "{}", other servers "" or nothing
-        return ToolCall(call_id=call_id, name=name, arguments={})
-    raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict):
-        return ToolCall(call_id=call_id, name=name, arguments=parsed)
-    # kept as text so the runtime can show the model what was wrong with it
-    return ToolCall(call_id=call_id, name=name, arguments=raw)
-
-
 def _usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
     details = raw.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     return Usage(
-        input_tokens=_count(raw.get("prompt_tokens")),
-        output_tokens=_count(raw.get("completion_tokens")),
-        cached_tokens=_count(cached),
+        input_tokens=count(raw.get("prompt_tokens")),
+        output_tokens=count(raw.get("completion_tokens")),
+        cached_tokens=count(cached),
     )
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _finish_reason(raw: Any, has_calls: bool) -> str:
     if isinstance(raw, str) and raw:
         return raw
     return "tool_calls" if has_calls else "stop"
-
-
-def _is_event_stream(response: httpx.Response) -> bool:
-    content_type: str = response.headers.get("content-type", "")
-    return content_type.split(";")[0].strip() == "text/event-stream"
-
-
-def _excerpt(raw: bytes | str, limit: int = 60) -> str:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    return text[:limit]
-
-
-def _redact(text: str, secret: str | None) -> str:
-    # some servers quote the key they rejected; it must not reach logs or the journal (a key of a
-    # character or two is no secret, and replacing it would garble every message)
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "***")
-    return text
 
 
 def _error_detail(raw: bytes, *, secret: str | None) -> str:
@@ -580,60 +418,10 @@ def _error_detail(raw: bytes, *, secret: str | None) -> str:
         )
         if found:
             text = found if isinstance(found, str) else json.dumps(found)
-    text = " ".join(_redact(text, secret).split())
-    if len(text) > _DETAIL_CHARS:
-        text = text[: _DETAIL_CHARS - 1] + "…"
-    return text
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds to wait from `retry-after-ms` (OpenAI) or `Retry-After` (seconds or an HTTP date)."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            value = float(millis) / 1000
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value) and value >= 0:
-            return value
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        value = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, (when - datetime.now(UTC)).total_seconds())
-    return value if math.isfinite(value) and value >= 0 else None
+    return bounded(redact(text, secret))
 
 
 # -- streaming -------------------------------------------------------------------------------------
-
-
-class _EventParser:
-    """Server-sent events: joins `data:` lines into one payload per event."""
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> Iterator[str]:
-        if not line:
-            yield from self.close()
-        elif line.startswith("data:"):
-            value = line[5:]
-            self._data.append(value[1:] if value.startswith(" ") else value)
-        # comments (`: keep-alive`), `event:`, `id:` and `retry:` lines carry nothing we use
-
-    def close(self) -> Iterator[str]:
-        if self._data:
-            data, self._data = "\n".join(self._data), []
-            yield data
 
 
 @dataclasses.dataclass
@@ -647,7 +435,6 @@ class _StreamAssembler:
     """Builds one answer from `chat.completion.chunk` events."""
 
     def __init__(self, url: str, *, secret: str | None) -> None:
-        self.events = _EventParser()
         self._secret = secret
         self._done = False
         self._url = url
@@ -661,7 +448,7 @@ class _StreamAssembler:
         if data.strip() == "[DONE]":
             self._done = True
             return ""
-        chunk = _load_json(data.encode(), self._url, streamed=True)
+        chunk = load_json(data.encode(), self._url, api=_API, streamed=True)
         if not isinstance(chunk, dict):
             _shape_error(self._url, f"a stream event is a JSON {type(chunk).__name__}, not an object")
         if "error" in chunk and not chunk.get("choices"):
@@ -705,7 +492,7 @@ class _StreamAssembler:
         elif isinstance(arguments, dict):
             partial.arguments.append(json.dumps(arguments))
 
-    def answer(self) -> _Answer:
+    def answer(self) -> Answer:
         if not self._done and self._finish_reason is None:
             raise ModelResponseError(
                 f"{self._url} ended the stream before the answer was complete (no finish_reason, "
@@ -717,8 +504,10 @@ class _StreamAssembler:
             partial = self._calls[index]
             if not partial.name:
                 _shape_error(self._url, f"streamed tool call {index} has no function name")
-            calls.append(_tool_call(partial.call_id, partial.name, "".join(partial.arguments)))
-        return _Answer(
+            calls.append(
+                tool_call(partial.call_id, partial.name, "".join(partial.arguments), id_prefix="call_")
+            )
+        return Answer(
             text="".join(self._text),
             tool_calls=tuple(calls),
             usage=self._usage,

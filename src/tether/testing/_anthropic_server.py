@@ -26,18 +26,17 @@ with AnthropicServer(api_key="test-key") as server:
 
 from __future__ import annotations
 
-import collections
+import dataclasses
 import itertools
 import json
 import math
 import re
 import secrets
-import sys
-import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
+
+from ._http_server import ScriptedHTTPServer, ScriptedReply
 
 __all__ = ["AnthropicServer", "ReceivedRequest"]
 
@@ -94,19 +93,10 @@ class _Answer:
     stream_error: tuple[str, str] | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Raw:
-    status: int = 200
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    chunks: Sequence[bytes] | None = None
-    hang: bool = False
+_Reply = _Answer | ScriptedReply
 
 
-_Reply = _Answer | _Raw
-
-
-class AnthropicServer:
+class AnthropicServer(ScriptedHTTPServer[_Answer]):
     """A Messages API server on 127.0.0.1 with scripted answers, first in first out.
 
     Args:
@@ -126,51 +116,17 @@ class AnthropicServer:
         models: Sequence[str] | None = None,
         context_window: int | None = None,
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.models = tuple(models) if models is not None else None
         self.context_window = context_window
         self.requests: list[ReceivedRequest] = []
-        self._replies: collections.deque[_Reply] = collections.deque()
-        self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        # set on stop, so that a handler scripted to hang returns and its thread can be joined
-        self._released = threading.Event()
-        self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._started = False
-
-    # -- lifecycle ---------------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
 
     @property
     def base_url(self) -> str:
         """The API root to give a client (`/v1/messages` is under it)."""
         return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> AnthropicServer:
-        if not self._started:
-            self._started = True
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and join every handler thread (hanging ones are released first)."""
-        self._released.set()
-        if self._started:
-            self._httpd.shutdown()
-            self._thread.join(timeout=10)
-        self._httpd.server_close()
-
-    def __enter__(self) -> AnthropicServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- scripting ---------------------------------------------------------------------------------
 
@@ -252,53 +208,38 @@ class AnthropicServer:
             "request_id": _request_id(),
         }
         self._queue(
-            _Raw(
+            ScriptedReply(
                 status=status,
                 headers={"content-type": "application/json", **(headers or {})},
                 body=json.dumps(body).encode(),
             )
         )
 
-    def reply_raw(
-        self,
-        body: bytes,
-        *,
-        status: int = 200,
-        content_type: str = "application/json",
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        """Answer the next request with `body` as is."""
-        self._queue(_Raw(status=status, headers={"content-type": content_type, **(headers or {})}, body=body))
-
     def reply_events(self, events: Sequence[Mapping[str, Any] | str]) -> None:
         """Stream `events` as they are: a mapping is sent as `event: <type>` + `data: <json>`, a string as
         the raw text of one event (to send what no valid stream holds)."""
         chunks = [_sse(e) if not isinstance(e, str) else e.encode() + b"\n\n" for e in events]
-        self._queue(_Raw(headers={"content-type": "text/event-stream"}, chunks=chunks))
-
-    def reply_hang(self) -> None:
-        """Send nothing back to the next request until the server stops."""
-        self._queue(_Raw(hang=True))
-
-    @property
-    def pending(self) -> int:
-        """Scripted replies not yet sent."""
-        with self._lock:
-            return len(self._replies)
-
-    def _queue(self, reply: _Reply) -> None:
-        with self._lock:
-            self._replies.append(reply)
-
-    def _next(self) -> _Reply | None:
-        with self._lock:
-            return self._replies.popleft() if self._replies else None
+        self._queue(ScriptedReply(headers={"content-type": "text/event-stream"}, chunks=chunks))
 
     def _record(self, request: ReceivedRequest) -> None:
         with self._lock:
             self.requests.append(request)
 
     # -- answering ---------------------------------------------------------------------------------
+
+    def _reply(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> ScriptedReply:
+        reply, stream = self._respond(method, path, headers, body)
+        if isinstance(reply, _Answer):
+            request = json.loads(body)
+            if stream:
+                events = list(self._events(reply, request))
+                if reply.cut_stream_after is not None:
+                    events = events[: reply.cut_stream_after]
+                reply = ScriptedReply(headers={"content-type": "text/event-stream"}, chunks=events)
+            else:
+                message = json.dumps(self._message(reply, request)).encode()
+                reply = ScriptedReply(headers={"content-type": "application/json"}, body=message)
+        return dataclasses.replace(reply, headers={"request-id": _request_id(), **reply.headers})
 
     def _respond(self, method: str, path: str, headers: Mapping[str, str], raw: bytes) -> tuple[_Reply, bool]:
         """The reply to one request, and whether the request was streamed."""
@@ -662,65 +603,8 @@ def _request_id() -> str:
     return f"req_{secrets.token_hex(12)}"
 
 
-def _error(status: int, kind: str, message: str) -> _Raw:
+def _error(status: int, kind: str, message: str) -> ScriptedReply:
     body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": _request_id()}
-    return _Raw(status=status, headers={"content-type": "application/json"}, body=json.dumps(body).encode())
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = False
-    block_on_close = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # a client that gave up (timeout tests) leaves a broken pipe behind: expected, not news
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-def _handler_for(server: AnthropicServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self._answer()
-
-        def do_POST(self) -> None:
-            self._answer()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # keep test output clean
-
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            reply, stream = server._respond(self.command, self.path, headers, raw)
-            if isinstance(reply, _Answer):
-                request = json.loads(raw)
-                if stream:
-                    events = list(server._events(reply, request))
-                    if reply.cut_stream_after is not None:
-                        events = events[: reply.cut_stream_after]
-                    reply = _Raw(headers={"content-type": "text/event-stream"}, chunks=events)
-                else:
-                    body = json.dumps(server._message(reply, request)).encode()
-                    reply = _Raw(headers={"content-type": "application/json"}, body=body)
-            if reply.hang:
-                server._released.wait(timeout=60)
-                return
-            self.send_response(reply.status)
-            self.send_header("request-id", _request_id())
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            if reply.chunks is not None:
-                # no length: the body ends when the connection closes
-                self.send_header("Connection", "close")
-                self.end_headers()
-                for chunk in reply.chunks:
-                    self.wfile.write(chunk)
-                    self.wfile.flush()
-                return
-            self.send_header("Content-Length", str(len(reply.body)))
-            self.end_headers()
-            self.wfile.write(reply.body)
-            self.wfile.flush()
-
-    return Handler
+    return ScriptedReply(
+        status=status, headers={"content-type": "application/json"}, body=json.dumps(body).encode()
+    )
