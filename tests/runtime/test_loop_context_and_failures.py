@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tether import Agent, Limits, Runner, tool
-from tether.exceptions import ModelServerError
+from tether.exceptions import ConfigError, ModelServerError
 from tether.journal import ContextTrimmed, ModelFailed, Store
 from tether.models import Attempt, ToolResultMessage
 from tether.testing import ScriptedModel, call
@@ -43,6 +43,14 @@ async def test_a_conversation_over_the_window_is_pruned_and_journaled(store: Sto
     last = model.requests[-1]
     assert sum(isinstance(m, ToolResultMessage) for m in last) < 6  # the call really was sent less
     assert "[context note]" in " ".join(getattr(m, "content", "") for m in last)
+    # the journal says what the model read instead, and the window kept room for the answer and the tools
+    assert trims[-1].note in [m.content for m in last]
+    assert all(t.budget_tokens < 900 - 100 for t in trims)
+
+
+def test_a_window_no_bigger_than_the_answer_is_refused() -> None:
+    with pytest.raises(ConfigError, match="context_window_tokens=256 leaves no room"):
+        Limits(context_window_tokens=256, max_output_tokens=256)
 
 
 async def test_a_failed_model_call_journals_every_try(store: Store) -> None:

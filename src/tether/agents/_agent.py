@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..exceptions import ConfigError
-from ..models import Model, ModelSettings, check_model_spec, model_from_spec
+from ..models import LLMJudgeGuard, Model, ModelSettings, check_model_spec, model_from_spec
 from ..tools import Tool
 
 __all__ = ["DEFAULT_MODEL", "Agent", "Limits"]
@@ -37,8 +37,9 @@ class Limits:
         max_answer_retries: how many times a final answer may be sent back (ungrounded numbers, empty, a
             fake transcript) before the run ends `failed` rather than return it.
         context_window_tokens: the model's context window; before each call the oldest turns are pruned
-            to fit it with `max_output_tokens` to spare (tool calls and their results go together; the
-            looked-up values are kept in a note). None: no pruning.
+            to fit it with `max_output_tokens` and the tool definitions to spare (tool calls and their
+            results go together; the looked-up values are kept in a note; `context_trimmed` in the
+            journal). Tokens are estimated at about 3 characters each, on the high side. None: no pruning.
     """
 
     max_steps: int = 10
@@ -67,6 +68,11 @@ class Limits:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"Limits.{name} must be positive; got {value!r}")
+        if self.context_window_tokens is not None and self.context_window_tokens <= self.max_output_tokens:
+            raise ConfigError(
+                f"Limits.context_window_tokens={self.context_window_tokens} leaves no room for the "
+                f"conversation next to max_output_tokens={self.max_output_tokens}; give the model's window"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         cached = self.__dict__.get("_as_dict")
@@ -97,17 +103,28 @@ class Agent:
             (`tether.approvals.TierPolicy`, or any object with `decide(call) -> PolicyDecision`). None:
             the default `TierPolicy()` (low runs, medium is flagged, high suspends the run for a human,
             critical makes the caller wait for one).
-        guardrails: the guardrail sandwich on every path of a run: the user's input, each tool's result
-            before the model reads it, each proposed tool call, and the final answer. A
-            `tether.guardrails.GuardStack`, a `GuardrailsConfig` (built with `default_stack`), True
-            (`default_stack()`: secrets, PII, injection rules and classifier, abuse, exfiltration), or
-            None (off, the default: no cost on the step).
+        guardrails: the guardrail sandwich on every path of a run: the user's input (a block ends the
+            run `blocked` with the stack's refusal as its output), each tool's result before the model
+            reads it (a block withholds it), each proposed tool call before the approval policy (a block
+            refuses it; an escalation asks a human through the approval flow), and the final answer (a
+            block replaces it with the refusal). Redactions are what the model (or the user) gets; on a
+            text, where no human is in the loop, an escalation is a block. Personal data in the input
+            marks every model call of the run sensitive. A canary of a `CanaryGuard` is planted in the
+            instructions. A `tether.guardrails.GuardStack`, a `GuardrailsConfig` (built with
+            `default_stack`), True (`default_stack()`: secrets, PII, injection rules plus the classifier
+            when the embeddings extra is installed, abuse, exfiltration), or None (off, the default for
+            now: no check and no cost on the step).
         log_content: whether the structured logs carry what the model was sent and answered: `off` (the
             default: steps, tools and figures only), `redacted` (personal data and credentials replaced
             by placeholders, at most 4,000 characters), or `full`.
         on_in_doubt: what happens to a non-idempotent call that was running when the run stopped
             (a crash): `ask` suspends the run for a human to say whether it took effect; `report` does not
             re-run it and tells the model it may or may not have happened.
+        on_injected: what happens to a call of a medium-risk tool or above that only a tool's result asked
+            for (the tool is named in a result and the user's request never asked for what it does: an
+            instruction injected into data). `refuse` (the default) does not run it and tells the model
+            that text in tool results is data; `ask` sends it to a human through the approval flow. A
+            low-risk call runs, marked `tainted` in its `tool_started` event. Part of `grounding`.
 
     Example:
         ```python
@@ -131,6 +148,7 @@ class Agent:
         on_in_doubt: Literal["ask", "report"] = "ask",
         guardrails: Any = None,
         log_content: Literal["off", "redacted", "full"] = "off",
+        on_injected: Literal["refuse", "ask"] = "refuse",
     ):
         if not name or not isinstance(name, str):
             raise ConfigError("an Agent needs a non-empty name")
@@ -174,6 +192,9 @@ class Agent:
                 f"agent {name!r}: log_content must be 'off', 'redacted' or 'full'; got {log_content!r}"
             )
         self.log_content = log_content
+        if on_injected not in ("refuse", "ask"):
+            raise ConfigError(f"agent {name!r}: on_injected must be 'refuse' or 'ask'; got {on_injected!r}")
+        self.on_injected = on_injected
         self._guardrails = guardrails
         self._stack: Any = None
         frame = sys._getframe(1)
@@ -192,13 +213,14 @@ class Agent:
             if g is True:
                 self._stack = default_stack()
             elif isinstance(g, GuardrailsConfig):
-                self._stack = default_stack(g)
+                judge = LLMJudgeGuard.from_config(g) if g.llm_judge != "off" else None
+                self._stack = default_stack(g, judge=judge)
             elif isinstance(g, GuardStack):
                 self._stack = g
             else:
                 raise ConfigError(
-                    f"agent {self.name!r}: guardrails must be a GuardStack, a GuardrailsConfig, True or None; "
-                    f"got {g!r}"
+                    f"agent {self.name!r}: guardrails must be a GuardStack, a GuardrailsConfig, True or "
+                    f"None; got {g!r}"
                 )
         return self._stack
 

@@ -18,10 +18,11 @@ class RunResult:
         run_id: the run's id; `tether runs show RUN_ID` prints its journal.
         agent: the agent's name.
         status: the terminal status (`completed`, `failed`, `cancelled`, `max_steps`, `timed_out`,
-            `budget_exceeded`), or `suspended` (waiting for a human: see `waiting_for`) or `running`
+            `budget_exceeded`, `blocked` (the input guardrails refused the request: `output` is the
+            refusal)), or `suspended` (waiting for a human: see `waiting_for`) or `running`
             (handed back unfinished to the queue).
         reason: why the run ended, in one line.
-        output: the final answer when `completed`, else None.
+        output: the final answer when `completed` (the refusal when `blocked`), else None.
         steps: model calls made over the whole run.
         usage: tokens used over the whole run.
         duration_s: wall time of this execution.

@@ -19,7 +19,9 @@ from ..journal import (
     AnswerRejected,
     ApprovalDecided,
     ApprovalRequested,
+    ContextTrimmed,
     Event,
+    GuardChecked,
     ModelFailed,
     ModelResponded,
     RunFinished,
@@ -192,7 +194,10 @@ def _describe(ev: Event) -> str:
         edited = (
             f" (proposed {short(ev.original_arguments, 80)})" if ev.original_arguments is not None else ""
         )
-        return f"{ev.tool}({short(ev.arguments, 120)}){edited} key {ev.idempotency_key}{policy}"
+        tainted = (
+            f" [tainted: only a tool result asked for it: {short(ev.tainted, 80)!r}]" if ev.tainted else ""
+        )
+        return f"{ev.tool}({short(ev.arguments, 120)}){edited} key {ev.idempotency_key}{policy}{tainted}"
     if isinstance(ev, ApprovalRequested):
         conf = f", confidence {ev.confidence:.2f}" if ev.confidence is not None else ""
         return (
@@ -210,6 +215,17 @@ def _describe(ev: Event) -> str:
         return f"{ev.tool} {ev.kind}: {short(ev.message, 160)}"
     if isinstance(ev, AnswerRejected):
         return ev.reason
+    if isinstance(ev, GuardChecked):
+        where = f"call {ev.call_id}" if ev.call_id else ev.source
+        found = ", ".join(ev.categories) or "nothing"
+        shown = f"; the model read {short(ev.text, 80)!r}" if ev.text is not None else ""
+        private = "; the run is now sensitive" if ev.sensitive else ""
+        return f"{ev.stage} ({where}): {ev.action} — {found} ({ev.elapsed_ms:.1f} ms){shown}{private}"
+    if isinstance(ev, ContextTrimmed):
+        return (
+            f"step {ev.step}: left out {ev.dropped_turns} turns ({ev.dropped_messages} messages), "
+            f"{ev.tokens_before} → {ev.tokens_after} tokens of {ev.budget_tokens}"
+        )
     if isinstance(ev, RunFinished):
         out = f" output {short(ev.output, 140)!r}" if ev.output is not None else ""
         return f"{ev.status}: {ev.reason};{out} {ev.steps} steps, {ev.usage.total_tokens} tokens"

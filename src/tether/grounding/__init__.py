@@ -1,9 +1,25 @@
-"""Grounding: tool arguments (and, later, answers) must trace to what the run has actually seen."""
+"""Grounding: tool arguments, preconditions and answers must trace to what the run has actually seen."""
 
+from ._answers import HOW_TO as HOW_TO
 from ._answers import ungrounded_in_answer as ungrounded_in_answer
 from ._answers import unusable_answer as unusable_answer
+from ._entities import identifiers as identifiers
+from ._entities import reported_missing as reported_missing
 from ._provenance import Evidence as Evidence
 from ._provenance import Ungrounded as Ungrounded
 from ._provenance import find_ungrounded as find_ungrounded
+from ._taint import InjectedCall as InjectedCall
+from ._taint import injected_call as injected_call
 
-__all__ = ["Evidence", "Ungrounded", "find_ungrounded", "ungrounded_in_answer", "unusable_answer"]
+__all__ = [
+    "HOW_TO",
+    "Evidence",
+    "InjectedCall",
+    "Ungrounded",
+    "find_ungrounded",
+    "identifiers",
+    "injected_call",
+    "reported_missing",
+    "ungrounded_in_answer",
+    "unusable_answer",
+]

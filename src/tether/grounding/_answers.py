@@ -3,22 +3,42 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from ._provenance import _IDENT, _NUMBER, Evidence, _numbers
 
-__all__ = ["ungrounded_in_answer", "unusable_answer"]
+__all__ = ["HOW_TO", "ungrounded_in_answer", "unusable_answer"]
 
 _TRANSCRIPT = re.compile(
-    r"<\s*/?\s*(tool_call|tool_response|function_call|\|im_start\|)|^\s*\{\s*\"(name|function)\"\s*:", re.I | re.M
+    r"<\s*/?\s*(tool_call|tool_response|function_call|\|im_start\|)|^\s*\{\s*\"(name|function)\"\s*:",
+    re.I | re.M,
 )
 
 
-def unusable_answer(text: str) -> str | None:
-    """Why `text` cannot be shown as an answer (empty, a tool call, a fake transcript), or None."""
+HOW_TO: str = "the answer tells the user how to call the tools instead of calling them"
+"""The reason `unusable_answer` gives for an answer that explains the steps rather than taking them."""
+
+# a line that begins a numbered list ("1. ", "2) "): the number counts items, it states no value
+_LIST_MARKER = re.compile(r"(?m)^\s*\d{1,2}[.)](?=\s)")
+# how a model writes a recipe for the user instead of doing the work
+_HOW_TO = re.compile(
+    r"\b(here'?s how|here is how|follow these steps|to do (this|that|so)|"
+    r"you (can|could|need to|should|must|will need to|'ll need to) (first )?(call|use|run|invoke)|"
+    r"(first|then|next),? (call|use|run|invoke)|(call|use|invoke) the `?\w+`? (function|tool))\b",
+    re.I,
+)
+
+
+def unusable_answer(text: str, tools: Iterable[str] = ()) -> str | None:
+    """Why `text` cannot be shown as an answer (empty, a tool call, a fake transcript, instructions for
+    calling the agent's own `tools`), or None."""
     if not text.strip():
         return "the answer is empty"
     if _TRANSCRIPT.search(text):
         return "the answer is a tool call or a transcript, not an answer to the user"
+    named = [t for t in tools if re.search(rf"(?<![\w]){re.escape(t)}(?![\w])", text)]
+    if named and _HOW_TO.search(text):
+        return HOW_TO
     return None
 
 
@@ -26,7 +46,10 @@ def ungrounded_in_answer(text: str, evidence: Evidence) -> list[str]:
     """The numbers in `text` that appear in nothing the run has seen, in order, without repeats."""
     inside_idents = [m.span() for m in _IDENT.finditer(text) if re.search(r"[A-Za-z]", m.group(0))]
     found: list[str] = []
+    markers = {m.end() for m in _LIST_MARKER.finditer(text)}
     for m in _NUMBER.finditer(text):
+        if m.end() in markers or m.end() + 1 in markers:
+            continue
         if any(a <= m.start() and m.end() <= b for a, b in inside_idents):
             continue
         if not all(evidence.has_number(n) for n in _numbers(m.group(0))):

@@ -12,6 +12,7 @@ Only `tether.exceptions` and `tether.embeddings` are imported from tether: this 
 from ._abuse import ABUSE_LANGUAGES as ABUSE_LANGUAGES
 from ._abuse import AbuseGuard as AbuseGuard
 from ._base import TextGuard as TextGuard
+from ._base import check_action as check_action
 from ._classifier import InjectionClassifier as InjectionClassifier
 from ._classifier import InjectionClassifierGuard as InjectionClassifierGuard
 from ._classifier import LogisticHead as LogisticHead
@@ -39,6 +40,7 @@ from ._stack import DEFAULT_REFUSAL as DEFAULT_REFUSAL
 from ._stack import GuardResult as GuardResult
 from ._stack import GuardStack as GuardStack
 from ._stack import scan as scan
+from ._text import excerpt as excerpt
 from ._tools import AmountLimit as AmountLimit
 from ._tools import ArgumentConstraint as ArgumentConstraint
 from ._tools import DomainAllowlist as DomainAllowlist
@@ -97,9 +99,11 @@ __all__ = [
     "Verdict",
     "build_stack",
     "canary_instruction",
+    "check_action",
     "classifier_available",
     "default_injection_rules",
     "default_stack",
+    "excerpt",
     "find_pii",
     "find_secrets",
     "make_canary",

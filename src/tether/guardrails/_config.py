@@ -97,6 +97,9 @@ class GuardrailsConfig(BaseModel):
         tool_arguments: per-tool argument rules.
         max_chars: texts longer than this are flagged as oversize; guards scan this much of them.
         on_error: the action when a guard raises (fail closed by default).
+        llm_judge: the opt-in model judge of injections, run after the classifier: `off` (the default),
+            `local` (the embedded model), or any model string (`openai:MODEL@http://host/v1`).
+        llm_judge_threshold: the judge's probability for `injection` at or above which it acts.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -122,6 +125,8 @@ class GuardrailsConfig(BaseModel):
     tool_arguments: dict[str, list[ArgumentRule]] = Field(default_factory=dict)
     max_chars: int = Field(default=256 * 1024, gt=0)
     on_error: Action = "block"
+    llm_judge: Literal["off", "local"] | str = "off"
+    llm_judge_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
 
 
 def classifier_available() -> bool:
@@ -139,7 +144,9 @@ def _constraint(rule: ArgumentRule) -> ArgumentConstraint:
     return DomainAllowlist(argument=rule.argument, hosts=tuple(rule.hosts))
 
 
-def build_stack(config: GuardrailsConfig, *, embedder: Embedder | None = None) -> GuardStack:
+def build_stack(
+    config: GuardrailsConfig, *, embedder: Embedder | None = None, judge: Guard | None = None
+) -> GuardStack:
     """The guard stack an agent's configuration asks for.
 
     Order matters: secrets and PII are redacted first so that no later guard, log or model sees them;
@@ -148,13 +155,15 @@ def build_stack(config: GuardrailsConfig, *, embedder: Embedder | None = None) -
     Args:
         config: the agent's configuration.
         embedder: the encoder for the classifier and the scope check; `MiniLMEmbedder()` by default.
+        judge: the model judge `config.llm_judge` asks for (`tether.models.LLMJudgeGuard.from_config`):
+            guards know no models, so the caller that does builds it (`Agent` does).
 
     Returns:
         The stack.
 
     Raises:
         ConfigError: the configuration asks for the classifier or the scope check and the embeddings
-            extra is not installed.
+            extra is not installed, or for the judge and none is given.
     """
     guards: list[Guard] = []
     if config.secrets != "off":
@@ -179,6 +188,14 @@ def build_stack(config: GuardrailsConfig, *, embedder: Embedder | None = None) -
                     classifier, threshold=config.injection_threshold, action=config.injection_action
                 )
             )
+    if config.llm_judge != "off":
+        if judge is None:
+            raise ConfigError(
+                f"GuardrailsConfig(llm_judge={config.llm_judge!r}) needs a model to ask: pass the config to "
+                "Agent(guardrails=...), or build the stack with "
+                "build_stack(config, judge=tether.models.LLMJudgeGuard.from_config(config))"
+            )
+        guards.append(judge)
     if config.abuse != "off":
         guards.append(
             AbuseGuard(action=config.abuse, languages=config.abuse_languages, max_chars=config.max_chars)
@@ -218,6 +235,8 @@ def build_stack(config: GuardrailsConfig, *, embedder: Embedder | None = None) -
     )
 
 
-def default_stack(config: GuardrailsConfig | None = None, *, embedder: Embedder | None = None) -> GuardStack:
+def default_stack(
+    config: GuardrailsConfig | None = None, *, embedder: Embedder | None = None, judge: Guard | None = None
+) -> GuardStack:
     """The default LLM-free stack (rules, plus the classifier when the embeddings extra is installed)."""
-    return build_stack(config or GuardrailsConfig(), embedder=embedder)
+    return build_stack(config or GuardrailsConfig(), embedder=embedder, judge=judge)

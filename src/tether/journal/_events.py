@@ -137,6 +137,9 @@ class ToolStarted(_Event):
     policy_reason: str = ""
     original_arguments: dict[str, Any] | None = None
     """For an edited call: the arguments the model proposed (`arguments` are what a human approved)."""
+    tainted: str = ""
+    """Only a tool's result asked for this call (an excerpt of it); the user's request did not. Set on
+    low-risk calls, which run; riskier ones are refused (`tool_failed` of kind `injected`) or asked for."""
 
 
 class ToolCompleted(_Event):
@@ -164,6 +167,7 @@ class ToolFailed(_Event):
         "invalid_arguments",
         "ungrounded",
         "precondition",
+        "injected",
         "repeated",
         "blocked",
         "raised",
@@ -193,19 +197,26 @@ class AnswerRejected(_Event):
 
 
 class ContextTrimmed(_Event):
-    """The conversation did not fit the model's window: the oldest turns were left out of this step's call
-    (the journal keeps them all; the trim is recomputed from the messages, so resume sends the same)."""
+    """The conversation did not fit the model's window (`Limits.context_window_tokens`): the oldest turns
+    were left out of this step's model call and a note took their place. The journal keeps every turn;
+    the trim is a pure function of the conversation, so a resumed run computes the same one."""
 
     type: Literal["context_trimmed"] = "context_trimmed"
     step: int
+    """The model call the trim applied to."""
     dropped_messages: int
     dropped_turns: int
     dropped_call_ids: tuple[str, ...] = ()
     summarized_values: int = 0
+    """Values of the dropped tool results carried into the note."""
     tokens_before: int
     tokens_after: int
     budget_tokens: int
+    """What the conversation had to fit in: the window less the answer's tokens and the tool definitions."""
     fits: bool = True
+    """False: even without every turn it may drop, the conversation is over budget (the call was made)."""
+    note: str = ""
+    """What the model read in place of the dropped turns."""
 
 
 class GuardChecked(_Event):
@@ -220,7 +231,7 @@ class GuardChecked(_Event):
 
     type: Literal["guard_checked"] = "guard_checked"
     stage: Literal["input", "output", "tool_call"]
-    """`input`: the user's input or a tool's result; `output`: the final answer; `tool_call`: a proposed call."""
+    """`input`: the user's input or a tool's result; `output`: the answer; `tool_call`: a proposed call."""
     source: Literal["user", "tool_result", "document", "model"] = "user"
     step: int = 0
     call_id: str | None = None

@@ -40,6 +40,9 @@ from ._config import load_models as load_models
 from ._fallback import FallbackModel as FallbackModel
 from ._fallback import falls_back as falls_back
 from ._hybrid import answer_problem as answer_problem
+from ._judge import DEFAULT_JUDGE_MODEL as DEFAULT_JUDGE_MODEL
+from ._judge import LLMJudgeError as LLMJudgeError
+from ._judge import LLMJudgeGuard as LLMJudgeGuard
 from ._hybrid import sensitive_reason as sensitive_reason
 from ._messages import AssistantMessage as AssistantMessage
 from ._messages import Attempt as Attempt
@@ -66,6 +69,7 @@ from ._spec import check_model_spec as check_model_spec
 from ._spec import model_from_spec as model_from_spec
 
 __all__ = [
+    "DEFAULT_JUDGE_MODEL",
     "HINTS",
     "MODELS_ENV",
     "AssistantMessage",
@@ -86,6 +90,8 @@ __all__ = [
     "Complexity",
     "FallbackModel",
     "InMemoryBreakerState",
+    "LLMJudgeError",
+    "LLMJudgeGuard",
     "MemoryCacheStore",
     "Message",
     "Model",

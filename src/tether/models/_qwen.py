@@ -10,6 +10,7 @@ KV cache instead of evaluating the whole conversation again at each step of a ru
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -30,6 +31,7 @@ __all__ = [
     "TOOL_CALL_CLOSE",
     "TOOL_CALL_OPEN",
     "TOOL_RESPONSE_OPEN",
+    "inert",
     "render_call",
     "render_prompt",
     "tojson",
@@ -52,6 +54,24 @@ _TOOLS_OUTRO: Final = (
     '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": '
     "<args-json-object>}\n</tool_call>"
 )
+
+
+# The markup a message's text could use to pose as the template's own: ChatML special tokens
+# (`<|im_start|>`, `<|im_end|>`, `<|endoftext|>`...) and the tool-call and tool-response tags.
+_MARKUP: Final = re.compile(r"<(?=\|[^\s<>|]{1,40}\|>|/?tool_call>|/?tool_response>)")
+_BREAK: Final = "\u200b"
+
+
+def inert(text: str) -> str:
+    """`text` with anything that reads as chat-template markup broken by a zero-width space.
+
+    The prompt is tokenized with special tokens enabled (the template's own markup must become them),
+    so a tool result or user message that contains `<|im_end|>` or `</tool_response>` could otherwise
+    close its turn and open a fake one: a tool result posing as the user or the assistant. With a
+    zero-width space after the `<` the text reads the same to the model but matches no special token and
+    no tag. Text without such markup is returned unchanged (so prompts stay prefix-stable).
+    """
+    return _MARKUP.sub("<" + _BREAK, text) if "<" in text else text
 
 
 def tojson(value: Any) -> str:
@@ -92,7 +112,7 @@ def render_prompt(
     """
     out: list[str] = []
     first_is_system = bool(messages) and isinstance(messages[0], SystemMessage)
-    system = messages[0].content if first_is_system else DEFAULT_SYSTEM_PROMPT
+    system = inert(messages[0].content) if first_is_system else DEFAULT_SYSTEM_PROMPT
     if tools:
         out.append(f"{IM_START}system\n{system}{_TOOLS_INTRO}")
         out.extend("\n" + tojson(tool_json(tool)) for tool in tools)
@@ -103,16 +123,16 @@ def render_prompt(
     for index, message in enumerate(messages):
         if isinstance(message, SystemMessage):
             if index > 0:
-                out.append(f"{IM_START}system\n{message.content}{IM_END}\n")
+                out.append(f"{IM_START}system\n{inert(message.content)}{IM_END}\n")
         elif isinstance(message, UserMessage):
-            out.append(f"{IM_START}user\n{message.content}{IM_END}\n")
+            out.append(f"{IM_START}user\n{inert(message.content)}{IM_END}\n")
         elif isinstance(message, AssistantMessage):
             if not message.tool_calls:
-                out.append(f"{IM_START}assistant\n{message.content}{IM_END}\n")
+                out.append(f"{IM_START}assistant\n{inert(message.content)}{IM_END}\n")
                 continue
             out.append(f"{IM_START}assistant")
             if message.content:
-                out.append("\n" + message.content)
+                out.append("\n" + inert(message.content))
             out.extend(
                 f"\n{TOOL_CALL_OPEN}\n{render_call(call)}\n{TOOL_CALL_CLOSE}" for call in message.tool_calls
             )
@@ -121,7 +141,7 @@ def render_prompt(
             # consecutive tool results share one user turn, as in the template
             if index == 0 or not isinstance(messages[index - 1], ToolResultMessage):
                 out.append(f"{IM_START}user")
-            out.append(f"\n{TOOL_RESPONSE_OPEN}\n{message.content}\n</tool_response>")
+            out.append(f"\n{TOOL_RESPONSE_OPEN}\n{inert(message.content)}\n</tool_response>")
             if index == len(messages) - 1 or not isinstance(messages[index + 1], ToolResultMessage):
                 out.append(f"{IM_END}\n")
     if add_generation_prompt:

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DUPLICATE_TOOL_CALL",
+    "EMPTY_ANSWER_REFUSED",
     "TEXT_AFTER_TOOL_CALL",
     "TOOL_CALL_SUPPRESSED",
     "GenerationStats",
@@ -90,6 +91,9 @@ _GRAMMAR_CACHE_SIZE: Final = 64
 
 TEXT_AFTER_TOOL_CALL: Final = "text_after_tool_call"
 """Repair: the model wrote text after its tool call(s); the chat format cannot carry it, so it was dropped."""
+EMPTY_ANSWER_REFUSED: Final = "empty_answer_refused"
+"""Repair: the model ended its turn without a word or a call; it was asked again with its first token
+not allowed to end the turn."""
 TOOL_CALL_SUPPRESSED: Final = "tool_call_suppressed"
 """Repair: with `tool_choice="none"` the model began a tool call anyway; the answer ends before it."""
 DUPLICATE_TOOL_CALL: Final = "duplicate_tool_call"
@@ -415,14 +419,26 @@ class _Generation:
 
         # with tool_choice="none" the tools stay in the prompt (so the KV cache still matches) but the
         # token that opens a call is banned, so the model answers in words
-        free = self._pass(
-            prompt_tokens,
-            stops=_TEXT_STOPS,
-            openers=_CALL_OPENERS if job.mode == "auto" else (),
-            banned=self._single_token(_qwen.TOOL_CALL_OPEN) if job.mode == "none" else (),
-            stream=True,
-        )
+        openers = _CALL_OPENERS if job.mode == "auto" else ()
+        banned = self._single_token(_qwen.TOOL_CALL_OPEN) if job.mode == "none" else ()
+        free = self._pass(prompt_tokens, stops=_TEXT_STOPS, openers=openers, banned=banned, stream=True)
         text = free.text
+        if not free.tokens and free.stopped_on == "eog":
+            # the model ends its turn without a word or a call (small models do, after a refused call or
+            # when told to answer with the call they wanted banned): its first token may not end the turn
+            self._repairs.append(EMPTY_ANSWER_REFUSED)
+            first = self._pass(
+                prompt_tokens,
+                stops=_TEXT_STOPS,
+                openers=openers,
+                banned=(*banned, *self._end_tokens()),
+                stream=True,
+                limit=1,
+            )
+            free, text = first, first.text
+            if first.stopped_on == "length":  # an ordinary first token: the model writes on from it
+                rest = self._pass(prompt_tokens + first.tokens, stops=_TEXT_STOPS, banned=banned, stream=True)
+                free, text = rest, first.text + rest.text
         if free.stopped_on == _OPENER:
             fenced = "".join(text.split()).startswith("```")
             self._repairs.append(_parse.FENCED_JSON_CALL if fenced else _parse.BARE_JSON_CALL)
@@ -492,6 +508,10 @@ class _Generation:
                 generation_s=self._generation_s,
             ),
         )
+
+    def _end_tokens(self) -> tuple[int, ...]:
+        """The tokens that end a turn (`<|im_end|>`, `<|endoftext|>`)."""
+        return (*self._single_token(_qwen.IM_END), *self._single_token("<|endoftext|>"))
 
     def _single_token(self, text: str) -> tuple[int, ...]:
         tokens = self._tokenize(text)

@@ -321,6 +321,11 @@ def _replay_agent(
         settings=agent.settings,
         ref=agent.ref,
         grounding=agent.grounding,
+        policy=agent.policy,
+        on_in_doubt=agent.on_in_doubt,
+        on_injected=agent.on_injected,
+        guardrails=agent.guardrails,
+        log_content=agent.log_content,
     )
 
 

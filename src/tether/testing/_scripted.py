@@ -43,6 +43,8 @@ class ScriptedModel(Model):
 
     Attributes:
         requests: the messages of each request received (a snapshot), for assertions.
+        request_settings: the settings of each request (what the loop forced: `tool_choice`,
+            `allowed_tools`, `sensitive`...).
 
     Args:
         script: the items, or a function.
@@ -70,6 +72,7 @@ class ScriptedModel(Model):
         self._record = record
         self._position = 0
         self.requests: list[tuple[Message, ...]] = []
+        self.request_settings: list[ModelSettings] = []
 
     @property
     def name(self) -> str:
@@ -89,6 +92,7 @@ class ScriptedModel(Model):
     ) -> ModelResponse:
         if self._record:
             self.requests.append(tuple(messages))
+            self.request_settings.append(settings)
         if self._delay_s:
             await anyio.sleep(self._delay_s)
         if self._function is not None:

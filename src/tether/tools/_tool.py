@@ -39,6 +39,9 @@ class ToolSpec:
             exempt from the provenance check that every other value must pass.
         requires: tools that must have returned successfully earlier in the run before this one may run
             (look before you act: `refund` requires `lookup_order`).
+        chains: the tool may be called with a number it returned itself (a calculator working in steps,
+            paging by offset). Otherwise such a call is refused as a model going round in circles
+            (converting an amount there and back) and the model is asked to answer.
     """
 
     risk: Risk = "low"
@@ -48,6 +51,7 @@ class ToolSpec:
     timeout_s: float = 30.0
     free_text: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
+    chains: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,7 +130,7 @@ class Tool:
         *,
         name: str | None = None,
         description: str | None = None,
-        spec: ToolSpec = ToolSpec(),  # noqa: B008 - frozen, safe as a default
+        spec: ToolSpec = ToolSpec(),
         run_in_thread: bool | None = None,
     ):
         self._fn = fn
@@ -274,6 +278,7 @@ def tool(
     timeout_s: float = 30.0,
     free_text: tuple[str, ...] | list[str] = (),
     requires: tuple[str, ...] | list[str] = (),
+    chains: bool = False,
     run_in_thread: bool | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
@@ -289,6 +294,7 @@ def tool(
     timeout_s: float = 30.0,
     free_text: tuple[str, ...] | list[str] = (),
     requires: tuple[str, ...] | list[str] = (),
+    chains: bool = False,
     run_in_thread: bool | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a function (sync or async) into a `Tool`.
@@ -320,6 +326,7 @@ def tool(
         timeout_s=timeout_s,
         free_text=tuple(free_text),
         requires=tuple(requires),
+        chains=chains,
     )
 
     def wrap(f: Callable[..., Any]) -> Tool:

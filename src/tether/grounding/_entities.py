@@ -1,0 +1,66 @@
+"""Look before you act: the records a write is about must have been looked up, and found.
+
+Two facts the loop keeps per run, from what its tools returned:
+- which identifiers each tool's successful results mention (`cancel_order` requires `lookup_order`:
+  the order number it is called with must be one a `lookup_order` result showed, not merely one the
+  user typed);
+- which identifiers a lookup reported missing (`LookupError: there is no order '999'`, or a result
+  that says `not found`): a write or irreversible call about one of them is refused, because acting on a
+  record that does not exist and then saying so is what small models do.
+
+Identifiers are the tokens of a call's string arguments that contain a digit (`1042`, `ORD-77`,
+`E-12`), compared case-insensitively; free-text arguments are not read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from ._provenance import _IDENT, Evidence
+
+__all__ = ["identifiers", "reported_missing"]
+
+# how tools and people say a record is not there
+_MISSING = re.compile(
+    r"\b(not\s+found|no\s+such|does\s*n[o']t\s+exist|doesn't\s+exist|not\s+exist|there\s+is\s+no|there\s+are\s+no|"
+    r"could\s*n[o']t\s+find|cannot\s+find|can't\s+find|unknown|no\s+record|no\s+matching|not\s+on\s+file)\b",
+    re.I,
+)
+
+
+def identifiers(arguments: Mapping[str, Any], *, free_text: Iterable[str] = ()) -> Iterator[tuple[str, str]]:
+    """(argument path, identifier) for every identifier in the string values of `arguments`."""
+    skip = set(free_text)
+
+    def walk(path: str, value: Any) -> Iterator[tuple[str, str]]:
+        if isinstance(value, str):
+            for m in _IDENT.finditer(value):
+                yield path, m.group(0)
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                yield from walk(f"{path}.{k}", v)
+        elif isinstance(value, list | tuple):
+            for i, v in enumerate(value):
+                yield from walk(f"{path}[{i}]", v)
+
+    for name, value in arguments.items():
+        if name not in skip:
+            yield from walk(name, value)
+
+
+def reported_missing(arguments: Mapping[str, Any], text: str, *, free_text: Iterable[str] = ()) -> list[str]:
+    """The identifiers of a call's arguments that its result or error `text` says do not exist.
+
+    An identifier counts when the text says something is missing (`not found`, `there is no`,
+    `does not exist`...) and names the identifier, or names nothing else the call was about.
+    """
+    if not _MISSING.search(text):
+        return []
+    idents = list(dict.fromkeys(ident for _, ident in identifiers(arguments, free_text=free_text)))
+    if not idents:
+        return []
+    seen = Evidence((text,))
+    named = [ident for ident in idents if seen.has_ident(ident)]
+    return named or (idents if len(idents) == 1 else [])
