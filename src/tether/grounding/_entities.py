@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from ._provenance import _IDENT, Evidence
+from ._provenance import _IDENT, Evidence, leaves
 
 __all__ = ["identifiers", "reported_missing"]
 
@@ -32,22 +32,10 @@ _MISSING = re.compile(
 
 def identifiers(arguments: Mapping[str, Any], *, free_text: Iterable[str] = ()) -> Iterator[tuple[str, str]]:
     """(argument path, identifier) for every identifier in the string values of `arguments`."""
-    skip = set(free_text)
-
-    def walk(path: str, value: Any) -> Iterator[tuple[str, str]]:
+    for path, value in leaves(arguments, free_text=free_text):
         if isinstance(value, str):
             for m in _IDENT.finditer(value):
                 yield path, m.group(0)
-        elif isinstance(value, Mapping):
-            for k, v in value.items():
-                yield from walk(f"{path}.{k}", v)
-        elif isinstance(value, list | tuple):
-            for i, v in enumerate(value):
-                yield from walk(f"{path}[{i}]", v)
-
-    for name, value in arguments.items():
-        if name not in skip:
-            yield from walk(name, value)
 
 
 def reported_missing(arguments: Mapping[str, Any], text: str, *, free_text: Iterable[str] = ()) -> list[str]:

@@ -126,6 +126,26 @@ def _check_string(path: str, value: str, evidence: Evidence) -> Iterator[Ungroun
                 break
 
 
+def leaves(arguments: Mapping[str, Any], *, free_text: Iterable[str] = ()) -> Iterator[tuple[str, Any]]:
+    """(path, value) for every scalar in `arguments`, nested mappings and lists included (`items[0].sku`),
+    leaving out the top-level arguments named in `free_text`."""
+    skip = set(free_text)
+
+    def walk(path: str, value: Any) -> Iterator[tuple[str, Any]]:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                yield from walk(f"{path}.{k}", v)
+        elif isinstance(value, list | tuple):
+            for i, v in enumerate(value):
+                yield from walk(f"{path}[{i}]", v)
+        else:
+            yield path, value
+
+    for name, value in arguments.items():
+        if name not in skip:
+            yield from walk(name, value)
+
+
 def find_ungrounded(
     arguments: Mapping[str, Any], evidence: Evidence, *, free_text: Iterable[str] = ()
 ) -> list[Ungrounded]:
@@ -135,29 +155,17 @@ def find_ungrounded(
         arguments: the call's arguments, as the model gave them.
         free_text: top-level argument names not to check.
     """
-    skip = set(free_text)
     found: list[Ungrounded] = []
-
-    def walk(path: str, value: Any) -> None:
+    for path, value in leaves(arguments, free_text=free_text):
         if value is None or isinstance(value, bool):
-            return
+            continue
         if isinstance(value, int | float):
             try:
                 number = Decimal(str(value))
             except InvalidOperation:
-                return
+                continue
             if not evidence.has_number(number):
                 found.append(Ungrounded(path=path, value=str(value)))
         elif isinstance(value, str):
             found.extend(_check_string(path, value, evidence))
-        elif isinstance(value, Mapping):
-            for k, v in value.items():
-                walk(f"{path}.{k}", v)
-        elif isinstance(value, list | tuple):
-            for i, v in enumerate(value):
-                walk(f"{path}[{i}]", v)
-
-    for name, value in arguments.items():
-        if name not in skip:
-            walk(name, value)
     return found

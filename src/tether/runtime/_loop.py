@@ -149,15 +149,13 @@ class _State:
     """What argument values may be traced to: the input, the instructions, tool results."""
     succeeded: set[str] = field(default_factory=set)
     """Tools that have returned successfully in this run (for `requires=`)."""
-    seen_by: dict[str, Evidence] = field(default_factory=dict)
-    """Per tool, what its successful results mentioned: a tool with `requires=` acts only on records
-    one of the required tools showed."""
     missing: dict[str, str] = field(default_factory=dict)
     """Identifiers (casefolded) a tool reported do not exist, with what it said."""
     tool_texts: list[str] = field(default_factory=list)
-    texts_by: dict[str, list[str]] = field(default_factory=dict)
-    """Per tool, the contents of its successful results (where a number fed back to it came from)."""
     """What tools returned (results and raised errors): where an injected instruction would be."""
+    texts_by: dict[str, list[str]] = field(default_factory=dict)
+    """Per tool, the contents of its successful results: which records a `requires=` lookup showed,
+    and where a number fed back to a tool came from."""
     results: dict[tuple[str, str], str] = field(default_factory=dict)
     """What each (tool, canonical arguments) returned, so that a repeated call is answered, not re-run."""
     started_args: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -287,7 +285,6 @@ class _State:
         if not is_error:
             self.evidence.add(content)
             self.succeeded.add(tool)
-            self.seen_by.setdefault(tool, Evidence()).add(content)
             self.texts_by.setdefault(tool, []).append(content)
             if key is not None:
                 self.results[key] = content
@@ -376,21 +373,28 @@ def _first_evidence(started: RunStarted) -> Evidence:
     return Evidence((started.input, started.instructions))
 
 
+def _numeric_params(tool: Any) -> frozenset[str]:
+    """The tool's parameters whose JSON schema type is a number or an integer."""
+    props = tool.definition.parameters.get("properties", {})
+    return frozenset(
+        n for n, p in props.items() if isinstance(p, dict) and p.get("type") in ("number", "integer")
+    )
+
+
 def _echoed(state: _State, call: ToolCall, tool: Any) -> list[str]:
     """The numbers of a call that only the same tool's earlier results supplied (a model feeding a tool
     its own output: converting there and back, recomputing a result), unless the tool `chains`."""
     own = state.texts_by.get(call.name)
     if not own or tool.spec.chains or not isinstance(call.arguments, dict):
         return []
-    props = tool.definition.parameters.get("properties", {})
+    numeric = _numeric_params(tool)
     numbers = {
         k: v
         for k, v in call.arguments.items()
-        if isinstance(v, int | float)
-        and not isinstance(v, bool)
+        if k in numeric
         and k not in tool.spec.free_text
-        and isinstance(props.get(k), dict)
-        and props[k].get("type") in ("number", "integer")
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
     }
     if not numbers:
         return []
@@ -416,11 +420,7 @@ def _unverified(state: _State, call: ToolCall, tool: Any) -> tuple[str, tuple[st
     if not writes:
         return None
     # amounts and counts are checked by provenance, not here: a refund's amount comes from the user
-    props = tool.definition.parameters.get("properties", {})
-    numeric = tuple(
-        n for n, p in props.items() if isinstance(p, dict) and p.get("type") in ("number", "integer")
-    )
-    free = (*free, *numeric)
+    free = (*free, *_numeric_params(tool))
     for path, ident in identifiers(args, free_text=free):
         said = state.missing.get(ident.casefold())
         if said is not None:
@@ -431,8 +431,9 @@ def _unverified(state: _State, call: ToolCall, tool: Any) -> tuple[str, tuple[st
             )
     required = tool.spec.requires
     if required:
+        shown = [Evidence(state.texts_by.get(r, ())) for r in required]
         for path, ident in identifiers(args, free_text=free):
-            if not any(r in state.seen_by and state.seen_by[r].has_ident(ident) for r in required):
+            if not any(seen.has_ident(ident) for seen in shown):
                 return (
                     f"{call.name} was not run: {path}={ident!r} is not in any {' or '.join(required)} result "
                     f"of this run, so it is not verified. Call {required[0]} for {ident!r} first, then act on "
