@@ -335,3 +335,26 @@ async def test_a_how_to_answer_is_sent_back_and_the_next_turn_must_call_a_tool()
     [rejected] = [e for e in await journal(store, result.run_id) if e.type == "answer_rejected"]
     assert rejected.reason.startswith("the answer tells the user how to call the tools")
     assert model.request_settings[1].tool_choice == "required"
+
+
+async def test_a_number_a_required_lookup_returned_counts_as_verified_however_it_is_written() -> None:
+    @tool(idempotent=True, run_in_thread=False, requires=("lookup_order",))
+    def calculator(expression: str) -> float:
+        """Arithmetic on looked-up values."""
+        return round(eval(expression, {"__builtins__": {}}), 10)  # test helper: trusted input
+
+    store = MemoryStore()
+    a = Agent(
+        "calc",
+        tools=[lookup_order, calculator],
+        model=ScriptedModel(
+            [
+                call("lookup_order", order_id="1042"),
+                call("calculator", expression="2 * 75.80"),
+                "It is 151.6.",
+            ]
+        ),
+    )
+    result = await Runner(store).run(a, "2 times the total of order 1042?")
+    assert result.ok  # 75.80 is the 75.8 the lookup returned
+    assert not [e for e in await journal(store, result.run_id) if isinstance(e, ToolFailed)]

@@ -205,12 +205,14 @@ class _State:
             elif isinstance(ev, ToolCompleted):
                 state.record_outcome(ev.call_id, ev.tool, ev.content, is_error=False, arguments=None)
             elif isinstance(ev, AnswerRejected):
-                state.record_rejection(ev.message, ungrounded=bool(ev.values) or ev.reason == HOW_TO)
+                state.record_rejection(
+                    ev.message, ungrounded=bool(ev.values) or ev.reason in (HOW_TO, _CUT_OFF)
+                )
             elif isinstance(ev, ToolFailed):
                 state.record_outcome(
                     ev.call_id, ev.tool, ev.message, is_error=True, kind=ev.kind, arguments=ev.arguments
                 )
-                state.force_answer = ev.kind == "repeated"
+                state.force_answer = ev.kind == "repeated" or ev.error_type == _RECORD_MISSING
                 if ev.needs:
                     state.force_tools = ev.needs
             elif isinstance(ev, GuardChecked):
@@ -267,6 +269,8 @@ class _State:
     def record_rejection(self, message: str, *, ungrounded: bool) -> None:
         self.answers_rejected += 1
         self.messages.append(UserMessage(content=message))
+        # an answer with invented values, a recipe, or one cut off mid-explanation: the next turn must
+        # call a tool
         self.force_tool = ungrounded
 
     def record_outcome(
@@ -373,6 +377,14 @@ def _first_evidence(started: RunStarted) -> Evidence:
     return Evidence((started.input, started.instructions))
 
 
+_RECORD_MISSING = "RecordMissing"
+"""The `error_type` of a write refused because a tool reported its record missing."""
+
+_CUT_OFF = "the answer was cut off at the token limit; answer briefly"
+"""Why an answer that hit the token limit was sent back: small models run out of tokens explaining the
+steps they are about to take, so the next turn must take one (call a tool)."""
+
+
 def _numeric_params(tool: Any) -> frozenset[str]:
     """The tool's parameters whose JSON schema type is a number or an integer."""
     props = tool.definition.parameters.get("properties", {})
@@ -433,7 +445,8 @@ def _unverified(state: _State, call: ToolCall, tool: Any) -> tuple[str, tuple[st
     if required:
         shown = [Evidence(state.texts_by.get(r, ())) for r in required]
         for path, ident in identifiers(args, free_text=free):
-            if not any(seen.has_ident(ident) for seen in shown):
+            # compared as provenance compares values: `37.90` is the `37.9` a lookup returned
+            if all(find_ungrounded({path: ident}, seen) for seen in shown):
                 return (
                     f"{call.name} was not run: {path}={ident!r} is not in any {' or '.join(required)} result "
                     f"of this run, so it is not verified. Call {required[0]} for {ident!r} first, then act on "
@@ -892,8 +905,11 @@ class Runner:
                 refusal = _unverified(state, call, tool)
                 if refusal is not None:
                     message, needs = refusal
-                    self._tool_failed(state, call, "precondition", "PreconditionFailed", message, needs=needs)
+                    # a missing record leaves nothing to do but tell the user: the next turn is the answer
+                    error_type = "PreconditionFailed" if needs else _RECORD_MISSING
+                    self._tool_failed(state, call, "precondition", error_type, message, needs=needs)
                     state.force_tools = needs
+                    state.force_answer = not needs
                     continue
                 injected = injected_call(
                     call.name, request=state.started.input, tool_results=state.tool_texts
@@ -1525,25 +1541,32 @@ class Runner:
         never an answer, whatever `check_values` says; numbers are checked only with grounding on.
         """
         text = response.text
-        reason = unusable_answer(text, tools)
+        reason = unusable_answer(text)
         if reason is None and response.finish_reason == "length":
-            reason = "the answer was cut off at the token limit; answer briefly"
+            reason = _CUT_OFF
         values: list[str] = []
         if reason is None and check_values:
             values = ungrounded_in_answer(text, state.evidence)
-            if not values:
-                return False
-            reason = f"the answer states {', '.join(values)}, which appear in no tool result and not in the request"
+            if values:
+                reason = f"the answer states {', '.join(values)}, which appear in no tool result and not in the request"
+        if reason is None:
+            # a recipe for calling the tools, checked last: invented values in it are the more specific
+            # fault, and their message ("use the tools to get the real values") is what made the demo's
+            # model look the order up and compute; the recipe message alone sent it round in circles
+            reason = unusable_answer(text, tools)
         if reason is None:
             return False
         if state.answers_rejected >= retries:
             await self._finish(state, "failed", f"no grounded answer after {retries + 1} tries: {reason}")
             return True
-        if values:
-            then = "Use the tools to get the real values, then answer again using only values from the tool results and the request."
-        elif reason == HOW_TO:
+        if reason == HOW_TO:
             then = "Do not explain the steps: make the calls yourself now, then answer with what they return."
-        else:  # nothing invented: the model has what it needs (or knows it is missing) and must say it in words
+        elif values or reason == _CUT_OFF or not state.tool_texts:
+            then = (
+                "Use the tools to get the real values, then answer again using only values from the tool "
+                "results and the request."
+            )
+        else:  # empty, or a call written as text, after tools answered (found or not): the model has what it needs
             then = (
                 "Answer the user's request now, in plain sentences, from the tool results above; if a value "
                 "is missing, say so."
@@ -1555,7 +1578,7 @@ class Runner:
                 at=self.clock.now(), step=step, reason=reason, values=tuple(values), message=message
             ),
         )
-        state.record_rejection(message, ungrounded=bool(values) or reason == HOW_TO)
+        state.record_rejection(message, ungrounded=bool(values) or reason in (HOW_TO, _CUT_OFF))
         _log.info("answer rejected", run_id=state.run_id, reason=reason)
         return True
 
