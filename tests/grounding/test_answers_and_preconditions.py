@@ -38,13 +38,24 @@ def agent(script: list, **kw) -> Agent:
 
 async def test_an_ungrounded_answer_is_sent_back_and_a_grounded_one_accepted() -> None:
     store = MemoryStore()
-    a = agent(["You will get $49.00 back.", call("lookup_order", order_id="1042"), call("calculator", expression="2 * 37.9"), "You will get $75.80 back."])
+    a = agent(
+        [
+            "You will get $49.00 back.",
+            call("lookup_order", order_id="1042"),
+            call("calculator", expression="2 * 37.9"),
+            "You will get $75.80 back.",
+        ]
+    )
     result = await Runner(store).run(a, "Return 2 kettles from order 1042: how much back?")
     assert result.ok and result.output == "You will get $75.80 back."
     rejected = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
     assert [r.values for r in rejected] == [("$49.00",)]
+    # the next turn had to call one of the reads not yet made, and the message names them
+    assert rejected[0].then == "tool" and rejected[0].needs == ("lookup_order", "calculator")
     told = a.model.requests[1][-1]  # type: ignore[attr-defined]
-    assert isinstance(told, UserMessage) and "$49.00" in told.content and "Use the tools" in told.content
+    assert isinstance(told, UserMessage) and "$49.00" in told.content
+    assert "call lookup_order or calculator to get the real values" in told.content
+    assert a.model.request_settings[1].allowed_tools == ("lookup_order", "calculator")  # type: ignore[attr-defined]
 
 
 async def test_an_answer_that_stays_ungrounded_fails_the_run_instead_of_being_returned() -> None:

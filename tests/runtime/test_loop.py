@@ -75,7 +75,9 @@ async def test_two_tool_calls_then_an_answer(store: Store) -> None:
 
 
 async def test_a_tool_that_raises_goes_back_to_the_model(store: Store) -> None:
-    model = ScriptedModel([call("lookup_order", order_id="9"), call("lookup_order", order_id="1042"), "found it"])
+    model = ScriptedModel(
+        [call("lookup_order", order_id="9"), call("lookup_order", order_id="1042"), "found it"]
+    )
     result = await Runner(store).run(agent_with(model), "order 9, or was it 1042?")
     assert result.ok
     failed = [e for e in await events_of(store, result.run_id) if isinstance(e, ToolFailed)]
@@ -90,7 +92,10 @@ async def test_unknown_tool_is_reported_to_the_model(store: Store) -> None:
     assert result.ok
     failed = [e for e in await events_of(store, result.run_id) if isinstance(e, ToolFailed)]
     assert failed[0].kind == "unknown_tool"
-    assert "unknown tool 'delete_everything'; agent 'orders' has ['lookup_order', 'multiply']" in failed[0].message
+    assert (
+        "unknown tool 'delete_everything'; agent 'orders' has ['lookup_order', 'multiply']"
+        in failed[0].message
+    )
     assert "tool_started" not in [e.type for e in await events_of(store, result.run_id)]
 
 
@@ -100,7 +105,10 @@ async def test_wrong_arguments_are_reported_with_the_schema(store: Store) -> Non
     assert result.ok and result.output == "6"
     failed = [e for e in await events_of(store, result.run_id) if isinstance(e, ToolFailed)]
     assert failed[0].kind == "invalid_arguments"
-    assert "a: Input should be a valid number" in failed[0].message and '"required":["a","b"]' in failed[0].message
+    assert (
+        "a: Input should be a valid number" in failed[0].message
+        and '"required":["a","b"]' in failed[0].message
+    )
 
 
 async def test_arguments_that_are_not_json(store: Store) -> None:
@@ -143,7 +151,9 @@ async def test_a_hung_async_tool_times_out_and_limits_cap_tool_timeouts(store: S
 
 
 async def test_max_steps(store: Store) -> None:
-    model = ScriptedModel(lambda messages, tools: call("multiply", a=len(messages), b=1))
+    # a different call each step (never a repeat), and never an answer
+    steps = iter(range(100))
+    model = ScriptedModel(lambda messages, tools: call("multiply", a=next(steps), b=1))
     result = await Runner(store).run(agent_with(model, limits=Limits(max_steps=4)), "x")
     assert (result.status, result.steps) == ("max_steps", 4)
     assert "max_steps=4" in result.reason
@@ -273,7 +283,9 @@ async def test_a_repeated_call_is_answered_from_its_result_and_the_next_turn_is_
         return call("square", x=7) if len(done) < 2 else "49"
 
     class Recording(ScriptedModel):
-        async def request(self, messages: Any, *, tools: Any = (), settings: Any = None, on_token: Any = None) -> Any:
+        async def request(
+            self, messages: Any, *, tools: Any = (), settings: Any = None, on_token: Any = None
+        ) -> Any:
             seen_choices.append(settings.tool_choice)
             return await super().request(messages, tools=tools, settings=settings, on_token=on_token)
 

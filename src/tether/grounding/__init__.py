@@ -1,10 +1,12 @@
 """Grounding: tool arguments, preconditions and answers must trace to what the run has actually seen."""
 
 from ._answers import HOW_TO as HOW_TO
+from ._answers import PARROTED as PARROTED
 from ._answers import ungrounded_in_answer as ungrounded_in_answer
 from ._answers import unusable_answer as unusable_answer
 from ._entities import identifiers as identifiers
 from ._entities import reported_missing as reported_missing
+from ._entities import says_missing as says_missing
 from ._provenance import Evidence as Evidence
 from ._provenance import Ungrounded as Ungrounded
 from ._provenance import find_ungrounded as find_ungrounded
@@ -13,6 +15,7 @@ from ._taint import injected_call as injected_call
 
 __all__ = [
     "HOW_TO",
+    "PARROTED",
     "Evidence",
     "InjectedCall",
     "Ungrounded",
@@ -20,6 +23,7 @@ __all__ = [
     "identifiers",
     "injected_call",
     "reported_missing",
+    "says_missing",
     "ungrounded_in_answer",
     "unusable_answer",
 ]

@@ -7,13 +7,19 @@ from collections.abc import Iterable
 
 from ._provenance import _IDENT, _NUMBER, Evidence, _numbers
 
-__all__ = ["HOW_TO", "ungrounded_in_answer", "unusable_answer"]
+__all__ = ["HOW_TO", "PARROTED", "ungrounded_in_answer", "unusable_answer"]
 
 _TRANSCRIPT = re.compile(
     r"<\s*/?\s*(tool_call|tool_response|function_call|\|im_start\|)|^\s*\{\s*\"(name|function)\"\s*:",
     re.I | re.M,
 )
 
+
+PARROTED: str = "the answer repeats an error message instead of answering the user"
+"""The reason `unusable_answer` gives for an answer that copies a tool's error or a corrective message."""
+# what a small model copies back when it has nothing to say: a tool's error ("Error: LookupError: ...")
+# or the runtime's own corrective message
+_PARROT = re.compile(r"\A\s*(Error:|Your answer was not shown|\w+ was not run:|\w+ was already called)")
 
 HOW_TO: str = "the answer tells the user how to call the tools instead of calling them"
 """The reason `unusable_answer` gives for an answer that explains the steps rather than taking them."""
@@ -30,12 +36,14 @@ _HOW_TO = re.compile(
 
 
 def unusable_answer(text: str, tools: Iterable[str] = ()) -> str | None:
-    """Why `text` cannot be shown as an answer (empty, a tool call, a fake transcript, instructions for
-    calling the agent's own `tools`), or None."""
+    """Why `text` cannot be shown as an answer (empty, a tool call, a fake transcript, a copied error
+    message, instructions for calling the agent's own `tools`), or None."""
     if not text.strip():
         return "the answer is empty"
     if _TRANSCRIPT.search(text):
         return "the answer is a tool call or a transcript, not an answer to the user"
+    if _PARROT.match(text):
+        return PARROTED
     named = [t for t in tools if re.search(rf"(?<![\w]){re.escape(t)}(?![\w])", text)]
     if named and _HOW_TO.search(text):
         return HOW_TO

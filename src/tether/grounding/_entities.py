@@ -20,7 +20,7 @@ from typing import Any
 
 from ._provenance import _IDENT, Evidence, leaves
 
-__all__ = ["identifiers", "reported_missing"]
+__all__ = ["identifiers", "reported_missing", "says_missing"]
 
 # how tools and people say a record is not there
 _MISSING = re.compile(
@@ -38,13 +38,18 @@ def identifiers(arguments: Mapping[str, Any], *, free_text: Iterable[str] = ()) 
                 yield path, m.group(0)
 
 
+def says_missing(text: str) -> bool:
+    """Whether `text` says something is not there (`not found`, `there is no`, `does not exist`...)."""
+    return bool(_MISSING.search(text))
+
+
 def reported_missing(arguments: Mapping[str, Any], text: str, *, free_text: Iterable[str] = ()) -> list[str]:
     """The identifiers of a call's arguments that its result or error `text` says do not exist.
 
     An identifier counts when the text says something is missing (`not found`, `there is no`,
     `does not exist`...) and names the identifier, or names nothing else the call was about.
     """
-    if not _MISSING.search(text):
+    if not says_missing(text):
         return []
     idents = list(dict.fromkeys(ident for _, ident in identifiers(arguments, free_text=free_text)))
     if not idents:

@@ -194,6 +194,11 @@ class AnswerRejected(_Event):
     values: tuple[str, ...] = ()
     message: str
     """What the model was told."""
+    then: Literal["tool", "answer", "either", ""] = ""
+    """What the next turn had to be: a call (`tool`), text (`answer`), or either; "" in journals written
+    before this field (a call after invented values, a recipe or a cut-off answer)."""
+    needs: tuple[str, ...] = ()
+    """With `then="tool"`: the tools the next call was limited to (empty: any)."""
 
 
 class ContextTrimmed(_Event):

@@ -34,7 +34,14 @@ from typing import Any
 from ..exceptions import ConfigError
 from ..models import AssistantMessage, Message, SystemMessage, ToolResultMessage, UserMessage
 
-__all__ = ["NOTE_PREFIX", "ContextTrim", "TokenCounter", "estimate_tokens", "fit_context"]
+__all__ = [
+    "NOTE_PREFIX",
+    "ContextTrim",
+    "TokenCounter",
+    "estimate_tokens",
+    "fit_context",
+    "fold_corrections",
+]
 
 TokenCounter = Callable[[Message], int]
 """How many tokens one message takes in the prompt."""
@@ -302,3 +309,43 @@ def _scalar(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
     text = " ".join(text.split())
     return text if len(text) <= _VALUE_CHARS else text[: _VALUE_CHARS - 1] + "…"
+
+
+def fold_corrections(
+    messages: Sequence[Message], refused: frozenset[str] | set[str], rejected: frozenset[int] | set[int]
+) -> list[Message]:
+    """The conversation without the corrections the model has moved past.
+
+    A call the runtime refused before it ran (an invented argument, a missing precondition, a repeat,
+    arguments that do not parse) and an answer it sent back stay in front of the model only until the
+    model's next turn. After that they are left out of what it is sent: a small model copies from its
+    context, and a refused `refund(amount=12.0)` or a rejected "$12.00" left in view is copied into
+    every later call and answer. What the model acts on afterwards is what tools returned.
+
+    Args:
+        messages: the whole conversation, as the run keeps it (never changed here).
+        refused: the call ids of calls refused before they ran.
+        rejected: the indices in `messages` of rejected answers and of the messages that rejected them.
+
+    Returns:
+        `messages` with those calls (and their results) and answers left out, except in the latest
+        assistant turn and what followed it. The same inputs always give the same result.
+    """
+    last = max((i for i, m in enumerate(messages) if isinstance(m, AssistantMessage)), default=-1)
+    out: list[Message] = []
+    for i, message in enumerate(messages):
+        if i >= last:
+            out.append(message)
+        elif i in rejected:
+            continue
+        elif isinstance(message, AssistantMessage) and message.tool_calls:
+            kept = [c for c in message.tool_calls if c.call_id not in refused]
+            if len(kept) == len(message.tool_calls):
+                out.append(message)
+            elif kept or message.content:
+                out.append(AssistantMessage(content=message.content, tool_calls=tuple(kept)))
+        elif isinstance(message, ToolResultMessage) and message.call_id in refused:
+            continue
+        else:
+            out.append(message)
+    return out

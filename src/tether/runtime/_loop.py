@@ -23,9 +23,9 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import anyio
 from pydantic_core import to_jsonable_python
@@ -45,11 +45,13 @@ from ..exceptions import (
 from ..governance import BudgetKeys, Governance, GovernanceUnavailable, rate_key
 from ..grounding import (
     HOW_TO,
+    PARROTED,
     Evidence,
     find_ungrounded,
     identifiers,
     injected_call,
     reported_missing,
+    says_missing,
     ungrounded_in_answer,
     unusable_answer,
 )
@@ -102,7 +104,7 @@ from ..models import (
 )
 from ..telemetry import get_logger, redact_for_log
 from ..tools import ToolContext, render_output
-from ._context import estimate_tokens, fit_context
+from ._context import estimate_tokens, fit_context, fold_corrections
 
 __all__ = ["RunObserver", "Runner", "new_run_id"]
 
@@ -149,6 +151,14 @@ class _State:
     """What argument values may be traced to: the input, the instructions, tool results."""
     succeeded: set[str] = field(default_factory=set)
     """Tools that have returned successfully in this run (for `requires=`)."""
+    refused: set[str] = field(default_factory=set)
+    """Calls refused before they ran (`_FOLDED`): left out of what the model is sent once it moved on."""
+    rejected: set[int] = field(default_factory=set)
+    """Indices in `messages` of rejected answers and their rejections (folded away the same way)."""
+    not_found: list[str] = field(default_factory=list)
+    """What tools said when they raised because something was not there ("find_employee said: ...")."""
+    ran: set[str] = field(default_factory=set)
+    """Tools that have run in this run, returned or raised: the ones left are where a missing value is."""
     missing: dict[str, str] = field(default_factory=dict)
     """Identifiers (casefolded) a tool reported do not exist, with what it said."""
     tool_texts: list[str] = field(default_factory=list)
@@ -205,12 +215,17 @@ class _State:
             elif isinstance(ev, ToolCompleted):
                 state.record_outcome(ev.call_id, ev.tool, ev.content, is_error=False, arguments=None)
             elif isinstance(ev, AnswerRejected):
-                state.record_rejection(
-                    ev.message, ungrounded=bool(ev.values) or ev.reason in (HOW_TO, _CUT_OFF)
-                )
+                then = ev.then or ("tool" if ev.values or ev.reason in (HOW_TO, _CUT_OFF) else "either")
+                state.record_rejection(ev.message, then=then, needs=ev.needs)
             elif isinstance(ev, ToolFailed):
                 state.record_outcome(
-                    ev.call_id, ev.tool, ev.message, is_error=True, kind=ev.kind, arguments=ev.arguments
+                    ev.call_id,
+                    ev.tool,
+                    f"Error: {ev.message}",  # as the live run sent it
+                    is_error=True,
+                    kind=ev.kind,
+                    arguments=ev.arguments,
+                    error_type=ev.error_type,
                 )
                 state.force_answer = ev.kind == "repeated" or ev.error_type == _RECORD_MISSING
                 if ev.needs:
@@ -266,12 +281,15 @@ class _State:
                 worst = (call, count)
         return worst
 
-    def record_rejection(self, message: str, *, ungrounded: bool) -> None:
+    def record_rejection(self, message: str, *, then: str, needs: tuple[str, ...] = ()) -> None:
+        """Send a rejected answer's message; `then` ("tool", "answer" or "either") is what the next turn
+        must be, and `needs` the tools a required call is limited to."""
         self.answers_rejected += 1
+        self.rejected.update((len(self.messages) - 1, len(self.messages)))
         self.messages.append(UserMessage(content=message))
-        # an answer with invented values, a recipe, or one cut off mid-explanation: the next turn must
-        # call a tool
-        self.force_tool = ungrounded
+        self.force_tool = then == "tool" and not needs
+        self.force_tools = needs if then == "tool" else ()
+        self.force_answer = then == "answer"
 
     def record_outcome(
         self,
@@ -282,6 +300,7 @@ class _State:
         is_error: bool,
         kind: str | None = None,
         arguments: dict[str, Any] | str | None = None,
+        error_type: str = "",
     ) -> None:
         key = self.started_args.pop(call_id, None) if not is_error else self.started_args.get(call_id)
         if arguments is None and key is not None and key[1].startswith("{"):
@@ -292,14 +311,20 @@ class _State:
             self.texts_by.setdefault(tool, []).append(content)
             if key is not None:
                 self.results[key] = content
+        if is_error and kind in _FOLDED:
+            self.refused.add(call_id)
         if not is_error or kind == "raised":
             # what a tool said, found or not: the source of an injected instruction, and of "no such record"
+            self.ran.add(tool)
             self.tool_texts.append(content)
+            if is_error and says_missing(content):
+                said = " ".join(content.removeprefix("Error: ").split())[:300]
+                self.not_found.append(f"{tool} said: {said}")
             if isinstance(arguments, dict):
                 gone = reported_missing(arguments, content)
                 for ident in gone:
                     self.missing[ident.casefold()] = f"{tool} said: {' '.join(content.split())[:200]}"
-                if gone and is_error and key is not None:
+                if is_error and key is not None and (gone or error_type in _SETTLED_ERRORS):
                     # "there is no order 9999" will not change on asking again: a repeat gets this answer
                     self.results[key] = content
                     self.started_args.pop(call_id, None)
@@ -377,8 +402,24 @@ def _first_evidence(started: RunStarted) -> Evidence:
     return Evidence((started.input, started.instructions))
 
 
+# refusals of calls that never ran and that the model only needs to see once (see `fold_corrections`);
+# a call refused by a person, a guardrail or the kill switch stays in view
+_FOLDED = frozenset({"ungrounded", "precondition", "repeated", "invalid_arguments", "unknown_tool"})
 _RECORD_MISSING = "RecordMissing"
 """The `error_type` of a write refused because a tool reported its record missing."""
+# errors a tool raises that asking again with the same arguments cannot change (unlike a timeout or a
+# dropped connection): a repeat of the call is answered with the error instead of run again
+_SETTLED_ERRORS = frozenset(
+    {
+        "LookupError",
+        "KeyError",
+        "IndexError",
+        "ValueError",
+        "TypeError",
+        "FileNotFoundError",
+        "PermissionError",
+    }
+)
 
 _CUT_OFF = "the answer was cut off at the token limit; answer briefly"
 """Why an answer that hit the token limit was sent back: small models run out of tokens explaining the
@@ -462,26 +503,99 @@ def _canonical(arguments: dict[str, Any] | str) -> str:
     return json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
 
 
+_KEY_PARAMS = ("id", "sku", "name", "number", "code", "path", "key")
+
+
+def _reads(tool: Any) -> bool:
+    """Whether a tool only reads: low risk and reversible (idempotent writes do not count)."""
+    return bool(tool.spec.risk == "low" and tool.spec.reversible)
+
+
+def _source_rank(tool: Any) -> tuple[int, str]:
+    """Reads by key (a parameter named `id`, `..._id`, `sku`, `name`...) before other reads, before writes."""
+    params = tool.definition.parameters.get("properties", {})
+    by_key = any(p == k or p.endswith("_" + k) for p in params for k in _KEY_PARAMS)
+    reads = tool.spec.idempotent or tool.spec.risk == "low"
+    return (0 if reads and by_key else 1 if reads else 2, tool.name)
+
+
 def _sources(agent: Agent, call: ToolCall, limit: int = 3) -> list[str]:
-    """The agent's tools most likely to supply a missing value, best first: reads by key (a parameter
-    named `id`, `..._id`, `sku`, `name`...) before other reads, before writes."""
-    keys = ("id", "sku", "name", "number", "code", "path", "key")
-
-    def rank(tool: Any) -> tuple[int, str]:
-        params = tool.definition.parameters.get("properties", {})
-        by_key = any(p == k or p.endswith("_" + k) for p in params for k in keys)
-        reads = tool.spec.idempotent or tool.spec.risk == "low"
-        return (0 if reads and by_key else 1 if reads else 2, tool.name)
-
-    return [t.name for t in sorted((t for t in agent.tools.values() if t.name != call.name), key=rank)][
-        :limit
-    ]
+    """The agent's tools most likely to supply a missing value, best first (`_source_rank`)."""
+    ranked = sorted((t for t in agent.tools.values() if t.name != call.name), key=_source_rank)
+    return [t.name for t in ranked][:limit]
 
 
-def _ungrounded_message(agent: Agent, call: ToolCall, ungrounded: Sequence[Any]) -> str:
+def _reads_left(tools: Mapping[str, Any], state: _State, *, besides: str = "") -> tuple[str, ...]:
+    """The read tools that have not run yet in this run, best source first: where a value the model
+    does not have can still come from. A call that must fetch a missing value is limited to these (a
+    tool that already ran would only be asked the same again)."""
+    left = (t for t in tools.values() if t.name != besides and t.name not in state.ran and _reads(t))
+    return tuple(t.name for t in sorted(left, key=_source_rank))
+
+
+def _after_rejection(
+    state: _State, tools: Mapping[str, Any], reason: str, values: Sequence[str]
+) -> tuple[Literal["tool", "answer", "either"], tuple[str, ...], str]:
+    """What the model is told after its answer was rejected for `reason`, and what its next turn must be:
+    (`then`, the tools a required call is limited to, the message)."""
+    said = f"Your answer was not shown to the user: {reason}."
+    left = _reads_left(tools, state)
+    if reason == HOW_TO and state.not_found:
+        # it explains how to look up a record a tool already reported missing: that is the answer
+        return (
+            "answer",
+            (),
+            f"{said} {state.not_found[-1]}. Tell the user that, in plain sentences; do not explain the tools.",
+        )
+    if reason == HOW_TO:
+        where = f" ({' or '.join(left[:3])})" if left else ""
+        return (
+            "tool",
+            left,
+            (
+                f"{said} Do not explain the steps: make the calls yourself now{where}, then answer with what they return."
+            ),
+        )
+    if (
+        values
+        or reason == _CUT_OFF
+        or reason.startswith("no tool was called")
+        or (reason == PARROTED and left)
+    ):
+        # a value it does not have yet: from a read not yet made, when there is one (any tool else)
+        where = f"call {' or '.join(left[:3])}" if left else "use the tools"
+        return (
+            "tool",
+            left,
+            (
+                f"{said} Do not guess or work out values yourself: {where} to get the real values, then answer "
+                "again using only values from the tool results and the request."
+            ),
+        )
+    if not state.tool_texts:
+        return (
+            "either",
+            (),
+            f"{said} Use the tools to get the real values, then answer using only their results.",
+        )
+    # empty, a call written as text, or a copied error, after tools answered (found or not)
+    missing = f" ({state.not_found[-1]})" if state.not_found else ""
+    return (
+        "either" if reason != PARROTED else "answer",
+        (),
+        (
+            f"{said} Answer the user's request now, in plain sentences, from the tool results above; if "
+            f"something is missing{missing}, say so in your own words."
+        ),
+    )
+
+
+def _ungrounded_message(
+    agent: Agent, call: ToolCall, ungrounded: Sequence[Any], needs: Sequence[str] = ()
+) -> str:
     values = ", ".join(f"{u.path}={u.value}" for u in ungrounded)
     where = (
-        f" Call {' or '.join(_sources(agent, call))} first to get the real value,"
+        f" Call {' or '.join(needs[:3] or _sources(agent, call))} first to get the real value,"
         if len(agent.tools) > 1
         else ""
     )
@@ -804,7 +918,7 @@ class Runner:
                     response,
                     limits.max_answer_retries,
                     check_values=agent.grounding,
-                    tools=tuple(agent.tools),
+                    tools=agent.tools,
                 ):
                     if state.finished is not None:
                         return
@@ -898,9 +1012,18 @@ class Runner:
             if agent.grounding and isinstance(call.arguments, dict):
                 ungrounded = find_ungrounded(call.arguments, state.evidence, free_text=tool.spec.free_text)
                 if ungrounded:
+                    # the value has to come from somewhere: the constrained decoder makes the next call
+                    # one of the reads not yet made (none left: the model chooses)
+                    needs = _reads_left(agent.tools, state, besides=call.name)
                     self._tool_failed(
-                        state, call, "ungrounded", "Ungrounded", _ungrounded_message(agent, call, ungrounded)
+                        state,
+                        call,
+                        "ungrounded",
+                        "Ungrounded",
+                        _ungrounded_message(agent, call, ungrounded, needs),
+                        needs=needs,
                     )
+                    state.force_tools = needs
                     continue
                 refusal = _unverified(state, call, tool)
                 if refusal is not None:
@@ -1421,16 +1544,18 @@ class Runner:
         return breaker
 
     def _context(self, state: _State, limits: Any, step: int, reserve: int) -> list[Message]:
-        """What this step's call is sent: the whole conversation, or (with `Limits.context_window_tokens`)
-        as much as fits with `reserve` tokens to spare, oldest turns pruned first.
+        """What this step's call is sent: the conversation less the corrections the model has moved past
+        (`fold_corrections`), and (with `Limits.context_window_tokens`) as much of it as fits with
+        `reserve` tokens to spare, oldest turns pruned first.
 
         Nothing about the trim needs the journal on resume: it is a pure function of the conversation,
         which the journal rebuilds exactly, so a resumed run sends what the first process would have.
         """
+        folded = fold_corrections(state.messages, state.refused, state.rejected)
         if limits.context_window_tokens is None:
-            return state.messages
+            return folded
         messages, trim = fit_context(
-            state.messages,
+            folded,
             window_tokens=limits.context_window_tokens,
             reserve_tokens=reserve,
             count_tokens=_count_tokens,
@@ -1532,7 +1657,7 @@ class Runner:
         retries: int,
         *,
         check_values: bool,
-        tools: Sequence[str] = (),
+        tools: Mapping[str, Any] | None = None,
     ) -> bool:
         """Send an unusable or ungrounded final answer back to the model; True when it was sent back.
 
@@ -1540,6 +1665,7 @@ class Runner:
         grounded is never returned as if it were true. A truncated, empty or transcript-like answer is
         never an answer, whatever `check_values` says; numbers are checked only with grounding on.
         """
+        tools = tools or {}
         text = response.text
         reason = unusable_answer(text)
         if reason is None and response.finish_reason == "length":
@@ -1553,32 +1679,34 @@ class Runner:
             # a recipe for calling the tools, checked last: invented values in it are the more specific
             # fault, and their message ("use the tools to get the real values") is what made the demo's
             # model look the order up and compute; the recipe message alone sent it round in circles
-            reason = unusable_answer(text, tools)
+            reason = unusable_answer(text, tuple(tools))
+        if reason is None and check_values and not state.ran and any(_reads(t) for t in tools.values()):
+            # an answer about a record no tool was asked about ("summarise notes/q3.txt" answered
+            # without reading it) can only be made up
+            named = next((ident for _, ident in identifiers({"input": state.started.input})), None)
+            if named is not None:
+                reason = (
+                    f"no tool was called, so nothing in the answer comes from a tool result about {named}"
+                )
         if reason is None:
             return False
         if state.answers_rejected >= retries:
             await self._finish(state, "failed", f"no grounded answer after {retries + 1} tries: {reason}")
             return True
-        if reason == HOW_TO:
-            then = "Do not explain the steps: make the calls yourself now, then answer with what they return."
-        elif values or reason == _CUT_OFF or not state.tool_texts:
-            then = (
-                "Use the tools to get the real values, then answer again using only values from the tool "
-                "results and the request."
-            )
-        else:  # empty, or a call written as text, after tools answered (found or not): the model has what it needs
-            then = (
-                "Answer the user's request now, in plain sentences, from the tool results above; if a value "
-                "is missing, say so."
-            )
-        message = f"Your answer was not shown to the user: {reason}. {then}"
+        then, needs, message = _after_rejection(state, tools, reason, values)
         self._add(
             state,
             AnswerRejected(
-                at=self.clock.now(), step=step, reason=reason, values=tuple(values), message=message
+                at=self.clock.now(),
+                step=step,
+                reason=reason,
+                values=tuple(values),
+                message=message,
+                then=then,
+                needs=needs,
             ),
         )
-        state.record_rejection(message, ungrounded=bool(values) or reason in (HOW_TO, _CUT_OFF))
+        state.record_rejection(message, then=then, needs=needs)
         _log.info("answer rejected", run_id=state.run_id, reason=reason)
         return True
 
@@ -1611,7 +1739,13 @@ class Runner:
             ),
         )
         state.record_outcome(
-            call.call_id, call.name, f"Error: {message}", is_error=True, kind=kind, arguments=call.arguments
+            call.call_id,
+            call.name,
+            f"Error: {message}",
+            is_error=True,
+            kind=kind,
+            arguments=call.arguments,
+            error_type=error_type,
         )
         _log.info("tool call failed", run_id=state.run_id, tool=call.name, kind=kind, error=message)
 
