@@ -99,6 +99,10 @@ class Agent:
             input, the instructions or an earlier tool result, and refuse (with a corrective message to
             the model) calls whose values were invented. On by default; tools can exempt free-text
             arguments with `@tool(free_text=(...))`.
+        tool_guide: rules for using the tools added to the instructions of an agent that has tools
+            (`tether.grounding.TOOL_GUIDE`: look values up instead of inventing them, look before
+            changing, report a missing record, answer briefly with the values). True (the default)
+            adds it; False leaves the instructions as written; a string is added instead of it.
         policy: decides each tool call by the tool's risk tier, the model's confidence and reversibility
             (`tether.approvals.TierPolicy`, or any object with `decide(call) -> PolicyDecision`). None:
             the default `TierPolicy()` (low runs, medium is flagged, high suspends the run for a human,
@@ -144,6 +148,7 @@ class Agent:
         settings: ModelSettings | None = None,
         ref: str | None = None,
         grounding: bool = True,
+        tool_guide: bool | str = True,
         policy: Any = None,
         on_in_doubt: Literal["ask", "report"] = "ask",
         guardrails: Any = None,
@@ -178,6 +183,11 @@ class Agent:
         self._model: Model | None = model if isinstance(model, Model) else None
         self._ref = ref
         self.grounding = grounding
+        if not isinstance(tool_guide, (bool, str)):
+            raise ConfigError(
+                f"agent {name!r}: tool_guide must be True, False or a string; got {tool_guide!r}"
+            )
+        self.tool_guide = tool_guide
         if policy is not None and not callable(getattr(policy, "decide", None)):
             raise ConfigError(
                 f"agent {name!r}: policy must have a decide(call) method (a tether.approvals.TierPolicy); "

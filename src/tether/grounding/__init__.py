@@ -10,12 +10,14 @@ from ._entities import says_missing as says_missing
 from ._provenance import Evidence as Evidence
 from ._provenance import Ungrounded as Ungrounded
 from ._provenance import find_ungrounded as find_ungrounded
+from ._guide import TOOL_GUIDE as TOOL_GUIDE
 from ._taint import InjectedCall as InjectedCall
 from ._taint import injected_call as injected_call
 
 __all__ = [
     "HOW_TO",
     "PARROTED",
+    "TOOL_GUIDE",
     "Evidence",
     "InjectedCall",
     "Ungrounded",

@@ -46,6 +46,7 @@ from ..governance import BudgetKeys, Governance, GovernanceUnavailable, rate_key
 from ..grounding import (
     HOW_TO,
     PARROTED,
+    TOOL_GUIDE,
     Evidence,
     find_ungrounded,
     identifiers,
@@ -367,15 +368,17 @@ def _findings(verdicts: Sequence[dict[str, Any]]) -> str:
 
 
 def _instructions(agent: Agent) -> str:
-    """The agent's instructions, with a canary planted when its guardrails watch for one: a model made to
+    """The agent's instructions, with the tool guide (`Agent(tool_guide=...)`) and a canary planted when its guardrails watch for one: a model made to
     reveal its system prompt repeats the canary, and the output guardrails then block the answer."""
+    guide = agent.tool_guide if isinstance(agent.tool_guide, str) else TOOL_GUIDE if agent.tool_guide else ""
+    instructions = "\n\n".join(part for part in (agent.instructions, guide if agent.tools else "") if part)
     stack = agent.guardrails
     if stack is None:
-        return agent.instructions
+        return instructions
     canaries = [c for g in stack.guards if isinstance(g, CanaryGuard) for c in g.canaries]
     if not canaries or any(c in agent.instructions for c in canaries):
-        return agent.instructions  # none asked for, or the developer planted one already
-    return "\n\n".join(part for part in (agent.instructions, canary_instruction(canaries[0])) if part)
+        return instructions  # none asked for, or the developer planted one already
+    return "\n\n".join(part for part in (instructions, canary_instruction(canaries[0])) if part)
 
 
 def _count_tokens(message: Message) -> int:
@@ -1680,9 +1683,14 @@ class Runner:
             # fault, and their message ("use the tools to get the real values") is what made the demo's
             # model look the order up and compute; the recipe message alone sent it round in circles
             reason = unusable_answer(text, tuple(tools))
-        if reason is None and check_values and not state.ran and any(_reads(t) for t in tools.values()):
-            # an answer about a record no tool was asked about ("summarise notes/q3.txt" answered
-            # without reading it) can only be made up
+        if (
+            reason is None
+            and check_values
+            and not state.call_counts
+            and any(_reads(t) for t in tools.values())
+        ):
+            # an answer about a record no tool was even asked about ("summarise notes/q3.txt" answered
+            # without reading it) can only be made up; a call that was refused or blocked counts as asked
             named = next((ident for _, ident in identifiers({"input": state.started.input})), None)
             if named is not None:
                 reason = (
