@@ -96,6 +96,30 @@ async def test_a_write_on_a_record_a_lookup_reported_missing_is_refused() -> Non
     assert not [e for e in events if isinstance(e, ToolStarted) and e.tool == "cancel_order"]
 
 
+async def test_a_write_after_its_only_lookup_failed_is_told_the_record_is_missing_not_to_look_again() -> None:
+    # lookup_order never succeeded, so requires= alone would say "call lookup_order first" and send the
+    # model round the same lookup; the record is reported missing, so that is what it is told, and the
+    # next turn must be the answer
+    store = MemoryStore()
+    a = agent(
+        [
+            call("lookup_order", order_id="9999"),
+            call("cancel_order", order_id="9999"),
+            "There is no order 9999, so nothing was cancelled.",
+        ]
+    )
+    result = await Runner(store).run(a, "Please cancel order 9999.")
+    assert result.ok
+    (refused,) = [
+        e
+        for e in await journal(store, result.run_id)
+        if isinstance(e, ToolFailed) and e.tool == "cancel_order"
+    ]
+    assert (refused.kind, refused.error_type, refused.needs) == ("precondition", "RecordMissing", ())
+    assert "does not exist" in refused.message and "call lookup_order first" not in refused.message.lower()
+    assert a.model.request_settings[2].tool_choice == "none"  # type: ignore[attr-defined]
+
+
 async def test_not_found_in_a_successful_result_counts_too_and_a_later_find_clears_it() -> None:
     store = MemoryStore()
     a = agent(

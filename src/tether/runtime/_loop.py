@@ -464,6 +464,22 @@ def _echoed(state: _State, call: ToolCall, tool: Any) -> list[str]:
     return [f"{k}={numbers[k]}" for k in numbers if k in from_others and k not in from_self]
 
 
+def _missing_record(state: _State, call: ToolCall, tool: Any) -> str | None:
+    """Why a write or irreversible call may not run: a tool reported the record it is about missing."""
+    writes = tool.spec.risk != "low" or not tool.spec.reversible or bool(tool.spec.requires)
+    if not writes or not isinstance(call.arguments, dict):
+        return None
+    free = (*tool.spec.free_text, *_numeric_params(tool))
+    for path, ident in identifiers(call.arguments, free_text=free):
+        said = state.missing.get(ident.casefold())
+        if said is not None:
+            return (
+                f"{call.name} was not run: {path}={ident!r} does not exist ({said}). Do not act on a record "
+                "that was not found: tell the user it was not found."
+            )
+    return None
+
+
 def _unverified(state: _State, call: ToolCall, tool: Any) -> tuple[str, tuple[str, ...]] | None:
     """Why a write may not run on these arguments (look before you act), with the tools to call first.
 
@@ -471,20 +487,11 @@ def _unverified(state: _State, call: ToolCall, tool: Any) -> tuple[str, tuple[st
     tool never runs on a record a tool reported missing.
     """
     args = call.arguments if isinstance(call.arguments, dict) else {}
-    free = tool.spec.free_text
-    writes = tool.spec.risk != "low" or not tool.spec.reversible or bool(tool.spec.requires)
-    if not writes:
-        return None
+    gone = _missing_record(state, call, tool)
+    if gone is not None:
+        return gone, ()
     # amounts and counts are checked by provenance, not here: a refund's amount comes from the user
-    free = (*free, *_numeric_params(tool))
-    for path, ident in identifiers(args, free_text=free):
-        said = state.missing.get(ident.casefold())
-        if said is not None:
-            return (
-                f"{call.name} was not run: {path}={ident!r} does not exist ({said}). Do not act on a record "
-                "that was not found: tell the user it was not found.",
-                (),
-            )
+    free = (*tool.spec.free_text, *_numeric_params(tool))
     required = tool.spec.requires
     if required:
         shown = [Evidence(state.texts_by.get(r, ())) for r in required]
@@ -995,6 +1002,13 @@ class Runner:
                     f"in this run; calling it on its own result goes round in circles. Use the results you "
                     "have and answer the user now.",
                 )
+                state.force_answer = True
+                continue
+            gone = _missing_record(state, call, tool) if agent.grounding else None
+            if gone is not None:
+                # before the requires= check: "call lookup_order first" about an order it reported
+                # missing sends the model round the lookup again; the record is gone, so the answer is next
+                self._tool_failed(state, call, "precondition", _RECORD_MISSING, gone)
                 state.force_answer = True
                 continue
             missing = [r for r in tool.spec.requires if r not in state.succeeded]
