@@ -6,7 +6,7 @@ import pytest
 
 from tether import Agent, Limits, Runner, tool
 from tether.exceptions import ConfigError
-from tether.grounding import Evidence, ungrounded_in_answer, unusable_answer
+from tether.grounding import PARROTED, Evidence, ungrounded_in_answer, unusable_answer
 from tether.journal import AnswerRejected, MemoryStore, ToolFailed
 from tether.models import UserMessage
 from tether.testing import ScriptedModel, call
@@ -103,6 +103,12 @@ def test_answer_checks() -> None:
     assert unusable_answer("   ") == "the answer is empty"
     assert unusable_answer('{"name": "refund", "arguments": {}}') is not None
     assert unusable_answer("All good.") is None
+    # the runtime's own corrective messages copied back are not answers; a tool's error copied back is
+    # what the tool said, and stays an answer
+    assert unusable_answer("Error: lookup_order was already called with these arguments") == PARROTED
+    assert unusable_answer("Your answer was not shown to the user: the answer is empty.") == PARROTED
+    assert unusable_answer("refund was not run: amount=12.0 does not appear") == PARROTED
+    assert unusable_answer("Error: LookupError: there is no order '9999'.") is None
 
 
 async def test_a_truncated_answer_is_never_final() -> None:

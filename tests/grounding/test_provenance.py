@@ -101,7 +101,9 @@ async def test_the_loop_refuses_an_invented_value_and_the_model_corrects_itself(
     assert [f.kind for f in failed] == ["ungrounded"]
     told = model.requests[1][-1]
     assert isinstance(told, ToolResultMessage) and told.is_error
-    assert "amount=100 does not appear in the user's request" in told.content and "lookup_order" in told.content
+    assert (
+        "amount=100 does not appear in the user's request" in told.content and "lookup_order" in told.content
+    )
 
 
 @pytest.mark.anyio
@@ -111,7 +113,9 @@ async def test_grounding_can_be_turned_off() -> None:
         """Refund."""
         return "done"
 
-    agent = Agent("a", tools=[refund], model=ScriptedModel([call("refund", amount=100), "ok"]), grounding=False)
+    agent = Agent(
+        "a", tools=[refund], model=ScriptedModel([call("refund", amount=100), "ok"]), grounding=False
+    )
     store = MemoryStore()
     result = await Runner(store).run(agent, "refund please")
     assert "tool_completed" in [s.event.type for s in await store.load(result.run_id)]

@@ -15,11 +15,12 @@ _TRANSCRIPT = re.compile(
 )
 
 
-PARROTED: str = "the answer repeats an error message instead of answering the user"
-"""The reason `unusable_answer` gives for an answer that copies a tool's error or a corrective message."""
-# what a small model copies back when it has nothing to say: a tool's error ("Error: LookupError: ...")
-# or the runtime's own corrective message
-_PARROT = re.compile(r"\A\s*(Error:|Your answer was not shown|\w+ was not run:|\w+ was already called)")
+PARROTED: str = "the answer repeats a corrective message instead of answering the user"
+"""The reason `unusable_answer` gives for an answer that copies the runtime's corrective message."""
+# what a small model copies back when it has nothing to say: the runtime's own corrective messages
+# ("lookup_order was already called...", "Your answer was not shown..."), bare or behind "Error: ". A
+# copied tool error ("Error: LookupError: there is no order '9999'") is not one: it is what the tool said
+_PARROT = re.compile(r"\A\s*(Error:\s*)?(Your answer was not shown|\w+ was not run:|\w+ was already called)")
 
 HOW_TO: str = "the answer tells the user how to call the tools instead of calling them"
 """The reason `unusable_answer` gives for an answer that explains the steps rather than taking them."""
@@ -36,7 +37,7 @@ _HOW_TO = re.compile(
 
 
 def unusable_answer(text: str, tools: Iterable[str] = ()) -> str | None:
-    """Why `text` cannot be shown as an answer (empty, a tool call, a fake transcript, a copied error
+    """Why `text` cannot be shown as an answer (empty, a tool call, a fake transcript, a copied corrective
     message, instructions for calling the agent's own `tools`), or None."""
     if not text.strip():
         return "the answer is empty"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import time
@@ -318,13 +319,13 @@ class _State:
             # what a tool said, found or not: the source of an injected instruction, and of "no such record"
             self.ran.add(tool)
             self.tool_texts.append(content)
+            said = f"{tool} said: {_plain(content)}"
             if is_error and says_missing(content):
-                said = " ".join(content.removeprefix("Error: ").split())[:300]
-                self.not_found.append(f"{tool} said: {said}")
+                self.not_found.append(said)
             if isinstance(arguments, dict):
                 gone = reported_missing(arguments, content)
                 for ident in gone:
-                    self.missing[ident.casefold()] = f"{tool} said: {' '.join(content.split())[:200]}"
+                    self.missing[ident.casefold()] = said
                 if is_error and key is not None and (gone or error_type in _SETTLED_ERRORS):
                     # "there is no order 9999" will not change on asking again: a repeat gets this answer
                     self.results[key] = content
@@ -464,6 +465,13 @@ def _echoed(state: _State, call: ToolCall, tool: Any) -> list[str]:
     return [f"{k}={numbers[k]}" for k in numbers if k in from_others and k not in from_self]
 
 
+def _plain(content: str, limit: int = 200) -> str:
+    """What a tool said, as a sentence: one line, without the `Error: LookupError: ` in front of a raise."""
+    text = " ".join(content.split())
+    text = re.sub(r"^Error:\s*(?:[A-Za-z_][\w.]*(?:Error|Exception|Warning)\s*:\s*)?", "", text)
+    return text[:limit]
+
+
 def _missing_record(state: _State, call: ToolCall, tool: Any) -> str | None:
     """Why a write or irreversible call may not run: a tool reported the record it is about missing."""
     writes = tool.spec.risk != "low" or not tool.spec.reversible or bool(tool.spec.requires)
@@ -473,9 +481,10 @@ def _missing_record(state: _State, call: ToolCall, tool: Any) -> str | None:
     for path, ident in identifiers(call.arguments, free_text=free):
         said = state.missing.get(ident.casefold())
         if said is not None:
+            # worded as the answer it asks for: a small model told to answer next copies the last message
             return (
-                f"{call.name} was not run: {path}={ident!r} does not exist ({said}). Do not act on a record "
-                "that was not found: tell the user it was not found."
+                f"{said}. {path}={ident!r} does not exist, so {call.name} was not run and nothing was changed. "
+                "Tell the user it was not found."
             )
     return None
 
@@ -588,7 +597,7 @@ def _after_rejection(
             (),
             f"{said} Use the tools to get the real values, then answer using only their results.",
         )
-    # empty, a call written as text, or a copied error, after tools answered (found or not)
+    # empty, a call written as text, or a copied corrective message, after tools answered (found or not)
     missing = f" ({state.not_found[-1]})" if state.not_found else ""
     return (
         "either" if reason != PARROTED else "answer",
