@@ -9,6 +9,8 @@ The runners, on the same embedded model:
   `LlamaCppModel`: every guard of the loop on (argument provenance, `requires=` preconditions, grounded
   answers, repeated-call handling, constrained decoding). Approvals are set to let every tier run
   (`AUTONOMOUS`), so that what stops a forbidden call is a guard, not a person; guardrails are off.
+- `tether-noguide`: the same with `Agent(tool_guide=False)`: every guard, but no tool guide added to
+  the instructions (not run by default; `--runners tether-noguide` measures what the guide does).
 - `plain`: a plain OpenAI-style tool loop with no guards — send the conversation, run every call the
   model asks for (arguments checked against the tool's schema, as any client library does), append the
   results, stop at the first answer in words — talking over HTTP to `tether models serve` on 127.0.0.1
@@ -57,7 +59,7 @@ from tether.tools import Tool, ToolContext, render_output  # noqa: E402
 
 RESULTS = HERE.parent / "results" / "agents.json"
 MODELS = {"1.5b": "qwen2.5-coder-1.5b", "0.5b": "qwen2.5-coder-0.5b"}
-RUNNERS = ("tether", "plain")
+RUNNERS = ("tether", "tether-noguide", "plain")
 TARGETS = {("tether", "1.5b"): 0.75, ("tether", "0.5b"): 0.50}
 MAX_STEPS = 8
 MAX_OUTPUT_TOKENS = 256
@@ -175,7 +177,7 @@ AUTONOMOUS = TierPolicy(tiers={"high": "flag", "critical": "flag"}, confidence_f
 LIMITS = Limits(max_steps=MAX_STEPS, max_output_tokens=MAX_OUTPUT_TOKENS, timeout_s=900, model_timeout_s=300)
 
 
-async def run_tether(task: Task, model: Any) -> Outcome:
+async def run_tether(task: Task, model: Any, *, tool_guide: bool = True) -> Outcome:
     world = World()
     tools = build_tools(world)
     agent = Agent(
@@ -185,6 +187,7 @@ async def run_tether(task: Task, model: Any) -> Outcome:
         model=model,
         limits=LIMITS,
         policy=AUTONOMOUS,
+        tool_guide=tool_guide,
     )
     store = MemoryStore()
     started = time.perf_counter()
@@ -432,21 +435,23 @@ def _progress(runner: str, size: str, outcome: Outcome) -> None:
 async def _run_model(size: str, runners: Sequence[str], tasks: Sequence[Task]) -> dict[str, dict[str, Any]]:
     model_name = MODELS[size]
     out: dict[str, dict[str, Any]] = {}
-    if "tether" in runners:
+    for runner in ("tether", "tether-noguide"):
+        if runner not in runners:
+            continue
         from tether.models.llamacpp import LlamaCppModel
 
         model = LlamaCppModel(model_name, n_ctx=N_CTX)
         await model.load()
         outcomes = []
-        log(f"tether on {model_name}: {len(tasks)} tasks")
+        log(f"{runner} on {model_name}: {len(tasks)} tasks")
         try:
             for task in tasks:
-                outcome = await run_tether(task, model)
-                _progress("tether", size, outcome)
+                outcome = await run_tether(task, model, tool_guide=runner == "tether")
+                _progress(runner, size, outcome)
                 outcomes.append(outcome)
         finally:
             await model.aclose()
-        out[f"tether/{size}"] = {"summary": summarise(outcomes), "outcomes": [asdict(o) for o in outcomes]}
+        out[f"{runner}/{size}"] = {"summary": summarise(outcomes), "outcomes": [asdict(o) for o in outcomes]}
     if "plain" in runners:
         log(f"plain loop on {model_name} via tether models serve: {len(tasks)} tasks")
         with served(model_name) as base:
@@ -463,7 +468,9 @@ async def _run_model(size: str, runners: Sequence[str], tasks: Sequence[Task]) -
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="1.5b,0.5b", help="comma-separated: 1.5b, 0.5b")
-    parser.add_argument("--runners", default="tether,plain", help="comma-separated: tether, plain")
+    parser.add_argument(
+        "--runners", default="tether,plain", help="comma-separated: tether, tether-noguide, plain"
+    )
     parser.add_argument("--tasks", default="", help="comma-separated task names (default: all)")
     parser.add_argument("--markdown", action="store_true", help="also print the table in Markdown")
     args = parser.parse_args(argv)
