@@ -1,0 +1,170 @@
+"""Corrections the model has moved past leave its view; the tool guide; where a correction points."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether import Agent, Runner, tool
+from tether.exceptions import ConfigError
+from tether.grounding import TOOL_GUIDE
+from tether.journal import MemoryStore, ToolFailed
+from tether.models import AssistantMessage, SystemMessage, ToolCall, ToolResultMessage, UserMessage
+from tether.runtime._context import fold_corrections
+from tether.testing import ScriptedModel, call
+
+pytestmark = pytest.mark.anyio
+
+
+@tool(idempotent=True)
+def lookup_order(order_id: str) -> dict:
+    """Read an order."""
+    if order_id != "1042":
+        raise LookupError(f"there is no order {order_id!r}")
+    return {"order_id": "1042", "unit_price": 37.9, "quantity": 3}
+
+
+@tool(idempotent=True)
+def calculator(expression: str) -> float:
+    """Evaluate arithmetic."""
+    return round(float(eval(expression, {"__builtins__": {}})), 2)  # noqa: S307 - digits and operators only in these tests
+
+
+@tool(risk="high", reversible=False, requires=("lookup_order",))
+def refund(order_id: str, amount: float) -> str:
+    """Refund an amount on an order."""
+    return f"refunded {amount} on {order_id}"
+
+
+def _call(call_id: str, name: str, **arguments: object) -> ToolCall:
+    return ToolCall(call_id=call_id, name=name, arguments=arguments)
+
+
+def test_a_refused_call_and_a_rejected_answer_leave_the_view_once_the_model_moves_on() -> None:
+    messages = [
+        SystemMessage(content="rules"),
+        UserMessage(content="refund 2 kettles of order 1042"),
+        AssistantMessage(tool_calls=(_call("c1", "refund", order_id="1042", amount=12.0),)),
+        ToolResultMessage(call_id="c1", name="refund", content="Error: refund was not run", is_error=True),
+        AssistantMessage(tool_calls=(_call("c2", "lookup_order", order_id="1042"),)),
+        ToolResultMessage(call_id="c2", name="lookup_order", content='{"unit_price": 37.9}'),
+        AssistantMessage(content="You get $12.00 back."),
+        UserMessage(content="Your answer was not shown to the user: ..."),
+        AssistantMessage(tool_calls=(_call("c3", "calculator", expression="2 * 37.9"),)),
+        ToolResultMessage(call_id="c3", name="calculator", content="75.8"),
+    ]
+    folded = fold_corrections(messages, {"c1"}, {6, 7})
+    # the refused refund and the rejected "$12.00" are gone; what tools returned stays, in order
+    assert folded == [messages[i] for i in (0, 1, 4, 5, 8, 9)]
+    assert messages[2] in messages  # the run's own history is never changed
+    # the latest turn stays in view even when it was refused: the model must see why
+    latest = fold_corrections(messages[:4], {"c1"}, set())
+    assert latest == messages[:4]
+
+
+def test_a_turn_with_one_refused_call_of_two_keeps_the_call_that_ran() -> None:
+    both = AssistantMessage(
+        tool_calls=(
+            _call("a", "lookup_order", order_id="1042"),
+            _call("b", "refund", order_id="1042", amount=1.5),
+        )
+    )
+    messages = [
+        UserMessage(content="x"),
+        both,
+        ToolResultMessage(call_id="a", name="lookup_order", content="{}"),
+        ToolResultMessage(call_id="b", name="refund", content="Error: refused", is_error=True),
+        AssistantMessage(content="done"),
+    ]
+    folded = fold_corrections(messages, {"b"}, set())
+    assert [type(m).__name__ for m in folded] == [
+        "UserMessage",
+        "AssistantMessage",
+        "ToolResultMessage",
+        "AssistantMessage",
+    ]
+    assert [c.call_id for c in folded[1].tool_calls] == ["a"]  # type: ignore[union-attr]
+
+
+async def test_the_model_is_not_shown_its_refused_call_after_it_moved_on() -> None:
+    model = ScriptedModel(
+        [
+            call("refund", order_id="1042", amount=12.0),  # refused: requires lookup_order
+            call("lookup_order", order_id="1042"),
+            call("calculator", expression="2 * 37.9"),
+            "You get $75.80 back.",
+        ]
+    )
+    agent = Agent("support", tools=[lookup_order, calculator, refund], model=model)
+    result = await Runner(MemoryStore()).run(agent, "Refund 2 kettles of order 1042: how much?")
+    assert result.ok and result.output == "You get $75.80 back."
+    shown_second = model.requests[1]
+    shown_third = model.requests[2]
+    assert any("12.0" in str(getattr(m, "tool_calls", "")) for m in shown_second)  # just refused: in view
+    assert not any("12.0" in str(getattr(m, "tool_calls", "")) for m in shown_third)  # moved on: folded
+
+
+async def test_an_invented_argument_limits_the_next_call_to_the_reads_not_yet_made() -> None:
+    model = ScriptedModel(
+        [
+            call("lookup_order", order_id="1042"),
+            call("refund", order_id="1042", amount=75.0),  # 75.0 is in no result: refused
+            call("calculator", expression="2 * 37.9"),
+            "You get $75.80 back.",
+        ]
+    )
+    agent = Agent("support", tools=[lookup_order, calculator, refund], model=model)
+    store = MemoryStore()
+    result = await Runner(store).run(agent, "How much do 2 kettles of order 1042 come to?")
+    assert result.ok
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert refused.kind == "ungrounded" and refused.needs == ("calculator",)
+    assert "Call calculator first" in refused.message
+    assert model.request_settings[2].allowed_tools == ("calculator",)
+    assert model.request_settings[2].tool_choice == "required"
+
+
+async def test_a_settled_error_is_answered_from_the_journal_on_a_repeat() -> None:
+    runs: list[str] = []
+
+    @tool(idempotent=True, name="lookup_order")
+    def counting_lookup(order_id: str) -> dict:
+        """Read an order."""
+        runs.append(order_id)
+        raise LookupError(f"there is no order named {order_id!r}")
+
+    model = ScriptedModel(
+        [
+            call("lookup_order", order_id="Bob's"),
+            call("lookup_order", order_id="Bob's"),
+            "There is no such order.",
+        ]
+    )
+    result = await Runner(MemoryStore()).run(Agent("a", tools=[counting_lookup], model=model), "Bob's order?")
+    assert result.ok and runs == ["Bob's"]  # raised once; the repeat was answered, not run
+
+
+async def test_the_tool_guide_follows_the_instructions_of_an_agent_with_tools() -> None:
+    def system_of(agent: Agent) -> str:
+        model = agent.model
+        return model.requests[0][0].content if isinstance(model.requests[0][0], SystemMessage) else ""  # type: ignore[attr-defined]
+
+    with_tools = Agent("a", instructions="Be brief.", tools=[lookup_order], model=ScriptedModel(["ok"]))
+    await Runner(MemoryStore()).run(with_tools, "hi")
+    assert system_of(with_tools) == f"Be brief.\n\n{TOOL_GUIDE}"
+
+    off = Agent(
+        "b", instructions="Be brief.", tools=[lookup_order], tool_guide=False, model=ScriptedModel(["ok"])
+    )
+    await Runner(MemoryStore()).run(off, "hi")
+    assert system_of(off) == "Be brief."
+
+    own = Agent("c", tools=[lookup_order], tool_guide="Look things up.", model=ScriptedModel(["ok"]))
+    await Runner(MemoryStore()).run(own, "hi")
+    assert system_of(own) == "Look things up."
+
+    no_tools = Agent("d", instructions="Be brief.", model=ScriptedModel(["ok"]))
+    await Runner(MemoryStore()).run(no_tools, "hi")
+    assert system_of(no_tools) == "Be brief."
+
+    with pytest.raises(ConfigError, match="tool_guide must be True, False or a string"):
+        Agent("e", tools=[lookup_order], tool_guide=1)  # type: ignore[arg-type]
