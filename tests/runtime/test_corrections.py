@@ -8,7 +8,14 @@ from tether import Agent, Runner, tool
 from tether.exceptions import ConfigError
 from tether.grounding import TOOL_GUIDE
 from tether.journal import MemoryStore, ToolFailed
-from tether.models import AssistantMessage, SystemMessage, ToolCall, ToolResultMessage, UserMessage
+from tether.models import (
+    AssistantMessage,
+    ModelResponse,
+    SystemMessage,
+    ToolCall,
+    ToolResultMessage,
+    UserMessage,
+)
 from tether.runtime._context import fold_corrections
 from tether.testing import ScriptedModel, call
 
@@ -168,3 +175,21 @@ async def test_the_tool_guide_follows_the_instructions_of_an_agent_with_tools() 
 
     with pytest.raises(ConfigError, match="tool_guide must be True, False or a string"):
         Agent("e", tools=[lookup_order], tool_guide=1)  # type: ignore[arg-type]
+
+
+async def test_the_same_call_written_several_times_in_one_turn_is_no_loop() -> None:
+    runs: list[str] = []
+
+    @tool(idempotent=True, name="lookup_order")
+    def counting_lookup(order_id: str) -> dict:
+        """Read an order."""
+        runs.append(order_id)
+        return {"order_id": order_id, "status": "shipped"}
+
+    same = [_call(f"c{i}", "lookup_order", order_id="1042") for i in range(4)]
+    model = ScriptedModel([ModelResponse(tool_calls=tuple(same)), "Order 1042 has shipped."])
+    result = await Runner(MemoryStore()).run(
+        Agent("a", tools=[counting_lookup], model=model), "Where is order 1042?"
+    )
+    assert result.ok and result.output == "Order 1042 has shipped."
+    assert runs == ["1042"]  # ran once; the copies were answered from its result

@@ -276,8 +276,10 @@ class _State:
         self.messages.append(AssistantMessage(content=response.text, tool_calls=response.tool_calls))
         self.outstanding = list(response.tool_calls)
         worst: tuple[ToolCall, int] | None = None
-        for call in response.tool_calls:
-            key = (call.name, _canonical(call.arguments))
+        # a loop is a call asked for again turn after turn: the same call written twice in one turn
+        # counts once (it runs once; the copy is answered as a repeat)
+        distinct = {(c.name, _canonical(c.arguments)): c for c in reversed(response.tool_calls)}
+        for key, call in reversed(distinct.items()):
             count = self.call_counts[key] = self.call_counts.get(key, 0) + 1
             if worst is None or count > worst[1]:
                 worst = (call, count)
