@@ -7,7 +7,7 @@ import pytest
 from tether import Agent, Runner, tool
 from tether.exceptions import ConfigError
 from tether.grounding import TOOL_GUIDE
-from tether.journal import MemoryStore, ToolFailed
+from tether.journal import AnswerRejected, MemoryStore, ToolFailed
 from tether.models import (
     AssistantMessage,
     ModelResponse,
@@ -193,3 +193,27 @@ async def test_the_same_call_written_several_times_in_one_turn_is_no_loop() -> N
     )
     assert result.ok and result.output == "Order 1042 has shipped."
     assert runs == ["1042"]  # ran once; the copies were answered from its result
+
+
+@pytest.mark.parametrize(
+    ("request_text", "rejected"),
+    [
+        ("Which version is described in project/README.md?", True),  # a path, no digit in it
+        ("What does order 1042 contain?", True),
+        ("Hello, what can you do?", False),  # names no record: a conversational answer stands
+    ],
+)
+async def test_an_answer_about_a_named_record_before_any_call_is_sent_back(
+    request_text: str, rejected: bool
+) -> None:
+    model = ScriptedModel(["It says version 1.0 everywhere.", call("lookup_order", order_id="1042"), "Done."])
+    store = MemoryStore()
+    result = await Runner(store).run(Agent("a", tools=[lookup_order], model=model), request_text)
+
+    sent_back = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
+    assert bool(sent_back) is rejected
+    if rejected:
+        assert sent_back[0].reason.startswith("no tool was called") and sent_back[0].then == "tool"
+        assert model.request_settings[1].tool_choice == "required"
+    else:
+        assert result.output == "It says version 1.0 everywhere."

@@ -408,6 +408,8 @@ def _first_evidence(started: RunStarted) -> Evidence:
     return Evidence((started.input, started.instructions))
 
 
+# a file or resource a request names without a digit in it ("project/README.md", "notes.txt")
+_PATH_LIKE = re.compile(r"(?<![\w/.-])[\w-]+(?:/[\w.-]+)+|(?<![\w/.-])[\w-]{2,}\.[A-Za-z]{2,5}\b")
 # refusals of calls that never ran and that the model only needs to see once (see `fold_corrections`);
 # a call refused by a person, a guardrail or the kill switch stays in view
 _FOLDED = frozenset({"ungrounded", "precondition", "repeated", "invalid_arguments", "unknown_tool"})
@@ -1716,7 +1718,10 @@ class Runner:
         ):
             # an answer about a record no tool was even asked about ("summarise notes/q3.txt" answered
             # without reading it) can only be made up; a call that was refused or blocked counts as asked
-            named = next((ident for _, ident in identifiers({"input": state.started.input})), None)
+            asked = state.started.input
+            named = next((ident for _, ident in identifiers({"input": asked})), None)
+            if named is None and (path := _PATH_LIKE.search(asked)) is not None:
+                named = path.group(0)
             if named is not None:
                 reason = (
                     f"no tool was called, so nothing in the answer comes from a tool result about {named}"
