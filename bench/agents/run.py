@@ -491,7 +491,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"agent task suite: {len(tasks)} tasks, runners {runners}, models {sizes}; load {info['load']}")
     results: dict[str, dict[str, Any]] = {}
     for size in sizes:
-        results.update(anyio.run(_run_model, size, runners, tasks))
+        measured = anyio.run(_run_model, size, runners, tasks)
+        for entry in measured.values():  # a results file gathers runs of several commits: each says its own
+            entry["commit"], entry["date"] = info.get("commit", ""), info.get("date", "")
+        results.update(measured)
         _write(results, info)
     info["load_after"] = machine()["load"]
     _write(results, info)
