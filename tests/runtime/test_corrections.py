@@ -155,7 +155,7 @@ async def test_the_tool_guide_follows_the_instructions_of_an_agent_with_tools() 
         model = agent.model
         return model.requests[0][0].content if isinstance(model.requests[0][0], SystemMessage) else ""  # type: ignore[attr-defined]
 
-    with_tools = Agent("a", instructions="Be brief.", tools=[lookup_order], model=ScriptedModel(["ok"]))
+    with_tools = Agent("a", instructions="Be brief.", tools=[lookup_order], tool_guide=True, model=ScriptedModel(["ok"]))
     await Runner(MemoryStore()).run(with_tools, "hi")
     assert system_of(with_tools) == f"Be brief.\n\n{TOOL_GUIDE}"
 
@@ -169,7 +169,7 @@ async def test_the_tool_guide_follows_the_instructions_of_an_agent_with_tools() 
     await Runner(MemoryStore()).run(own, "hi")
     assert system_of(own) == "Look things up."
 
-    no_tools = Agent("d", instructions="Be brief.", model=ScriptedModel(["ok"]))
+    no_tools = Agent("d", instructions="Be brief.", tool_guide=True, model=ScriptedModel(["ok"]))
     await Runner(MemoryStore()).run(no_tools, "hi")
     assert system_of(no_tools) == "Be brief."
 

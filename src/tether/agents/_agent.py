@@ -101,8 +101,10 @@ class Agent:
             arguments with `@tool(free_text=(...))`.
         tool_guide: rules for using the tools added to the instructions of an agent that has tools
             (`tether.grounding.TOOL_GUIDE`: look values up instead of inventing them, look before
-            changing, report a missing record, answer briefly with the values). True (the default)
-            adds it; False leaves the instructions as written; a string is added instead of it.
+            changing, report a missing record, answer briefly with the values). False (the default)
+            leaves the instructions as written; True adds the guide; a string is added instead of it.
+            Off by default: on the 1.5B model it made the model answer some questions without calling
+            the tool it needed (bench/README.md, "Agent task suite").
         policy: decides each tool call by the tool's risk tier, the model's confidence and reversibility
             (`tether.approvals.TierPolicy`, or any object with `decide(call) -> PolicyDecision`). None:
             the default `TierPolicy()` (low runs, medium is flagged, high suspends the run for a human,
@@ -148,7 +150,7 @@ class Agent:
         settings: ModelSettings | None = None,
         ref: str | None = None,
         grounding: bool = True,
-        tool_guide: bool | str = True,
+        tool_guide: bool | str = False,
         policy: Any = None,
         on_in_doubt: Literal["ask", "report"] = "ask",
         guardrails: Any = None,
