@@ -5,12 +5,13 @@ from ._answers import PARROTED as PARROTED
 from ._answers import ungrounded_in_answer as ungrounded_in_answer
 from ._answers import unusable_answer as unusable_answer
 from ._entities import identifiers as identifiers
+from ._entities import named_record as named_record
 from ._entities import reported_missing as reported_missing
 from ._entities import says_missing as says_missing
+from ._guide import TOOL_GUIDE as TOOL_GUIDE
 from ._provenance import Evidence as Evidence
 from ._provenance import Ungrounded as Ungrounded
 from ._provenance import find_ungrounded as find_ungrounded
-from ._guide import TOOL_GUIDE as TOOL_GUIDE
 from ._taint import InjectedCall as InjectedCall
 from ._taint import injected_call as injected_call
 
@@ -24,6 +25,7 @@ __all__ = [
     "find_ungrounded",
     "identifiers",
     "injected_call",
+    "named_record",
     "reported_missing",
     "says_missing",
     "ungrounded_in_answer",

@@ -20,7 +20,7 @@ from typing import Any
 
 from ._provenance import _IDENT, Evidence, leaves
 
-__all__ = ["identifiers", "reported_missing", "says_missing"]
+__all__ = ["identifiers", "named_record", "reported_missing", "says_missing"]
 
 # how tools and people say a record is not there
 _MISSING = re.compile(
@@ -36,6 +36,19 @@ def identifiers(arguments: Mapping[str, Any], *, free_text: Iterable[str] = ()) 
         if isinstance(value, str):
             for m in _IDENT.finditer(value):
                 yield path, m.group(0)
+
+
+# a file or resource named without a digit in it ("project/README.md", "notes.txt")
+_PATH_LIKE = re.compile(r"(?<![\w/.-])[\w-]+(?:/[\w.-]+)+|(?<![\w/.-])[\w-]{2,}\.[A-Za-z]{2,5}\b")
+
+
+def named_record(text: str) -> str | None:
+    """The first record `text` names, an identifier (`1042`, `E-12`) or a path (`project/README.md`);
+    None when it names none ("Hello, what can you do?")."""
+    found = next((m.group(0) for m in _IDENT.finditer(text)), None)
+    if found is None and (path := _PATH_LIKE.search(text)) is not None:
+        found = path.group(0)
+    return found
 
 
 def says_missing(text: str) -> bool:

@@ -52,6 +52,7 @@ from ..grounding import (
     find_ungrounded,
     identifiers,
     injected_call,
+    named_record,
     reported_missing,
     says_missing,
     ungrounded_in_answer,
@@ -321,13 +322,12 @@ class _State:
             # what a tool said, found or not: the source of an injected instruction, and of "no such record"
             self.ran.add(tool)
             self.tool_texts.append(content)
-            said = f"{tool} said: {_plain(content)}"
             if is_error and says_missing(content):
-                self.not_found.append(said)
+                self.not_found.append(f"{tool} said: {_plain(content)}")
             if isinstance(arguments, dict):
                 gone = reported_missing(arguments, content)
                 for ident in gone:
-                    self.missing[ident.casefold()] = said
+                    self.missing[ident.casefold()] = f"{tool} said: {_plain(content)}"
                 if is_error and key is not None and (gone or error_type in _SETTLED_ERRORS):
                     # "there is no order 9999" will not change on asking again: a repeat gets this answer
                     self.results[key] = content
@@ -371,8 +371,9 @@ def _findings(verdicts: Sequence[dict[str, Any]]) -> str:
 
 
 def _instructions(agent: Agent) -> str:
-    """The agent's instructions, with the tool guide (`Agent(tool_guide=...)`) and a canary planted when its guardrails watch for one: a model made to
-    reveal its system prompt repeats the canary, and the output guardrails then block the answer."""
+    """The agent's instructions, with the tool guide (`Agent(tool_guide=...)`) and a canary planted when
+    its guardrails watch for one: a model made to reveal its system prompt repeats the canary, and the
+    output guardrails then block the answer."""
     guide = agent.tool_guide if isinstance(agent.tool_guide, str) else TOOL_GUIDE if agent.tool_guide else ""
     instructions = "\n\n".join(part for part in (agent.instructions, guide if agent.tools else "") if part)
     stack = agent.guardrails
@@ -408,8 +409,6 @@ def _first_evidence(started: RunStarted) -> Evidence:
     return Evidence((started.input, started.instructions))
 
 
-# a file or resource a request names without a digit in it ("project/README.md", "notes.txt")
-_PATH_LIKE = re.compile(r"(?<![\w/.-])[\w-]+(?:/[\w.-]+)+|(?<![\w/.-])[\w-]{2,}\.[A-Za-z]{2,5}\b")
 # refusals of calls that never ran and that the model only needs to see once (see `fold_corrections`);
 # a call refused by a person, a guardrail or the kill switch stays in view
 _FOLDED = frozenset({"ungrounded", "precondition", "repeated", "invalid_arguments", "unknown_tool"})
@@ -496,13 +495,10 @@ def _missing_record(state: _State, call: ToolCall, tool: Any) -> str | None:
 def _unverified(state: _State, call: ToolCall, tool: Any) -> tuple[str, tuple[str, ...]] | None:
     """Why a write may not run on these arguments (look before you act), with the tools to call first.
 
-    A tool with `requires=` runs only on records a required tool's result showed; a write or irreversible
-    tool never runs on a record a tool reported missing.
+    A tool with `requires=` runs only on records a required tool's result showed. (A record a tool
+    reported missing is refused earlier, by `_missing_record`, before `requires=` is looked at.)
     """
     args = call.arguments if isinstance(call.arguments, dict) else {}
-    gone = _missing_record(state, call, tool)
-    if gone is not None:
-        return gone, ()
     # amounts and counts are checked by provenance, not here: a refund's amount comes from the user
     free = (*tool.spec.free_text, *_numeric_params(tool))
     required = tool.spec.requires
@@ -1058,11 +1054,8 @@ class Runner:
                 refusal = _unverified(state, call, tool)
                 if refusal is not None:
                     message, needs = refusal
-                    # a missing record leaves nothing to do but tell the user: the next turn is the answer
-                    error_type = "PreconditionFailed" if needs else _RECORD_MISSING
-                    self._tool_failed(state, call, "precondition", error_type, message, needs=needs)
+                    self._tool_failed(state, call, "precondition", "PreconditionFailed", message, needs=needs)
                     state.force_tools = needs
-                    state.force_answer = not needs
                     continue
                 injected = injected_call(
                     call.name, request=state.started.input, tool_results=state.tool_texts
@@ -1718,10 +1711,7 @@ class Runner:
         ):
             # an answer about a record no tool was even asked about ("summarise notes/q3.txt" answered
             # without reading it) can only be made up; a call that was refused or blocked counts as asked
-            asked = state.started.input
-            named = next((ident for _, ident in identifiers({"input": asked})), None)
-            if named is None and (path := _PATH_LIKE.search(asked)) is not None:
-                named = path.group(0)
+            named = named_record(state.started.input)
             if named is not None:
                 reason = (
                     f"no tool was called, so nothing in the answer comes from a tool result about {named}"
