@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tether import Agent, Runner, tool
+from tether.approvals import TierPolicy
 from tether.exceptions import ConfigError
 from tether.grounding import TOOL_GUIDE
 from tether.journal import AnswerRejected, MemoryStore, ToolFailed
@@ -155,7 +156,9 @@ async def test_the_tool_guide_follows_the_instructions_of_an_agent_with_tools() 
         model = agent.model
         return model.requests[0][0].content if isinstance(model.requests[0][0], SystemMessage) else ""  # type: ignore[attr-defined]
 
-    with_tools = Agent("a", instructions="Be brief.", tools=[lookup_order], tool_guide=True, model=ScriptedModel(["ok"]))
+    with_tools = Agent(
+        "a", instructions="Be brief.", tools=[lookup_order], tool_guide=True, model=ScriptedModel(["ok"])
+    )
     await Runner(MemoryStore()).run(with_tools, "hi")
     assert system_of(with_tools) == f"Be brief.\n\n{TOOL_GUIDE}"
 
@@ -217,3 +220,64 @@ async def test_an_answer_about_a_named_record_before_any_call_is_sent_back(
         assert model.request_settings[1].tool_choice == "required"
     else:
         assert result.output == "It says version 1.0 everywhere."
+
+
+async def test_a_write_that_sets_the_value_a_lookup_already_shows_is_refused() -> None:
+    writes: list[float] = []
+
+    @tool(idempotent=True)
+    def find_employee(name: str) -> dict:
+        """Find an employee by name."""
+        return {"employee_id": "E-1021", "name": name, "salary": 82000}
+
+    @tool(risk="high", reversible=False, requires=("find_employee",))
+    def update_salary(employee_id: str, new_salary: float) -> dict:
+        """Set an employee's salary."""
+        writes.append(new_salary)
+        return {"employee_id": employee_id, "salary": new_salary}
+
+    model = ScriptedModel(
+        [
+            call("find_employee", name="Priya Raman"),
+            call("update_salary", employee_id="E-1021", new_salary=82000.00000000001),  # the current value
+            call("calculator", expression="82000 * 1.1"),
+            call("update_salary", employee_id="E-1021", new_salary=90200.0),
+            "Her new salary is $90,200.",
+        ]
+    )
+    store = MemoryStore()
+    every_tier_runs = TierPolicy(
+        tiers={"medium": "run", "high": "run", "critical": "run"}, confidence_floor=0.0
+    )
+    agent = Agent("hr", tools=[find_employee, update_salary, calculator], model=model, policy=every_tier_runs)
+    result = await Runner(store).run(agent, "Give Priya Raman a 10% raise.")
+    assert result.ok and writes == [90200.0]  # the no-op write never ran
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert refused.error_type == "NoChange" and refused.kind == "precondition"
+    assert (
+        "is the salary find_employee already shows for E-1021, so it would change nothing" in refused.message
+    )
+
+
+async def test_a_guessed_value_after_the_asked_record_was_not_found_gets_the_answer_to_give() -> None:
+    @tool(idempotent=True)
+    def convert_currency(amount: float, to_currency: str) -> dict:
+        """Convert an amount."""
+        return {"amount": amount * 0.92, "currency": to_currency}
+
+    model = ScriptedModel(
+        [
+            call("lookup_order", order_id="3307"),  # there is no order 3307
+            call("convert_currency", amount=123.45, to_currency="EUR"),  # a made-up total
+            "Order 3307 was not found.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("a", tools=[lookup_order, convert_currency], model=model)
+    result = await Runner(store).run(agent, "What is the total of order 3307 in euros?")
+    assert result.ok and result.output == "Order 3307 was not found."
+    failed = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert [f.error_type for f in failed] == ["LookupError", "RecordMissing"]
+    assert failed[1].message.startswith("lookup_order said: there is no order '3307'")
+    assert "amount=123.45 would be a guess" in failed[1].message
+    assert model.request_settings[2].tool_choice == "none"  # the next turn is the answer

@@ -2,10 +2,13 @@
 
 from ._answers import HOW_TO as HOW_TO
 from ._answers import PARROTED as PARROTED
+from ._answers import AnswerNumbers as AnswerNumbers
+from ._answers import answer_numbers as answer_numbers
 from ._answers import ungrounded_in_answer as ungrounded_in_answer
 from ._answers import unusable_answer as unusable_answer
 from ._entities import identifiers as identifiers
 from ._entities import named_record as named_record
+from ._entities import references as references
 from ._entities import reported_missing as reported_missing
 from ._entities import says_missing as says_missing
 from ._guide import TOOL_GUIDE as TOOL_GUIDE
@@ -19,13 +22,16 @@ __all__ = [
     "HOW_TO",
     "PARROTED",
     "TOOL_GUIDE",
+    "AnswerNumbers",
     "Evidence",
     "InjectedCall",
     "Ungrounded",
+    "answer_numbers",
     "find_ungrounded",
     "identifiers",
     "injected_call",
     "named_record",
+    "references",
     "reported_missing",
     "says_missing",
     "ungrounded_in_answer",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
+from ._arithmetic import derive
 from ._provenance import _IDENT, _NUMBER, Evidence, _numbers
 
-__all__ = ["HOW_TO", "PARROTED", "ungrounded_in_answer", "unusable_answer"]
+__all__ = ["HOW_TO", "PARROTED", "AnswerNumbers", "answer_numbers", "ungrounded_in_answer", "unusable_answer"]
 
 _TRANSCRIPT = re.compile(
     r"<\s*/?\s*(tool_call|tool_response|function_call|\|im_start\|)|^\s*\{\s*\"(name|function)\"\s*:",
@@ -51,18 +53,48 @@ def unusable_answer(text: str, tools: Iterable[str] = ()) -> str | None:
     return None
 
 
-def ungrounded_in_answer(text: str, evidence: Evidence) -> list[str]:
-    """The numbers in `text` that appear in nothing the run has seen, in order, without repeats."""
+@dataclass(frozen=True, kw_only=True)
+class AnswerNumbers:
+    """What the numbers of an answer trace to.
+
+    Attributes:
+        ungrounded: the numbers that appear in nothing the run has seen, in order, without repeats.
+        derived: how each number the answer computed comes from seen ones ("75.8 = 2 × 37.9").
+    """
+
+    ungrounded: tuple[str, ...] = ()
+    derived: tuple[str, ...] = ()
+
+
+def answer_numbers(text: str, evidence: Evidence, *, arithmetic: bool = True) -> AnswerNumbers:
+    """Trace every number `text` states to `evidence`; with `arithmetic`, a number one step of arithmetic
+    on two seen numbers gives is grounded too (`derive`), and its derivation is returned."""
     inside_idents = [m.span() for m in _IDENT.finditer(text) if re.search(r"[A-Za-z]", m.group(0))]
-    found: list[str] = []
+    ungrounded: list[str] = []
+    derived: list[str] = []
     markers = {m.end() for m in _LIST_MARKER.finditer(text)}
     for m in _NUMBER.finditer(text):
         if m.end() in markers or m.end() + 1 in markers:
             continue
         if any(a <= m.start() and m.end() <= b for a, b in inside_idents):
             continue
-        if not all(evidence.has_number(n) for n in _numbers(m.group(0))):
-            value = m.group(0).strip()
-            if value not in found:
-                found.append(value)
-    return found
+        value = m.group(0).strip()
+        if value in ungrounded:
+            continue
+        for n in _numbers(m.group(0)):
+            if evidence.has_number(n):
+                continue
+            how = derive(n, evidence.numbers()) if arithmetic else None
+            if how is None:
+                ungrounded.append(value)
+                break
+            if how not in derived:
+                derived.append(how)
+            break
+    return AnswerNumbers(ungrounded=tuple(ungrounded), derived=tuple(derived))
+
+
+def ungrounded_in_answer(text: str, evidence: Evidence, *, arithmetic: bool = True) -> list[str]:
+    """The numbers in `text` that appear in nothing the run has seen (nor follow from it by one step of
+    arithmetic, with `arithmetic`), in order, without repeats."""
+    return list(answer_numbers(text, evidence, arithmetic=arithmetic).ungrounded)

@@ -14,13 +14,14 @@ Identifiers are the tokens of a call's string arguments that contain a digit (`1
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ._provenance import _IDENT, Evidence, leaves
 
-__all__ = ["identifiers", "named_record", "reported_missing", "says_missing"]
+__all__ = ["identifiers", "named_record", "references", "reported_missing", "says_missing"]
 
 # how tools and people say a record is not there
 _MISSING = re.compile(
@@ -49,6 +50,28 @@ def named_record(text: str) -> str | None:
     if found is None and (path := _PATH_LIKE.search(text)) is not None:
         found = path.group(0)
     return found
+
+
+def references(content: str) -> Iterator[tuple[str, str]]:
+    """(field, identifier) for every field of a JSON tool result whose whole value is an identifier:
+    `{"customer_id": "C-442"}` gives `("customer_id", "C-442")`. These are the records a result points
+    at without describing them; a result that is not JSON gives none."""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return
+
+    def walk(value: Any, field: str) -> Iterator[tuple[str, str]]:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                yield from walk(v, str(k))
+        elif isinstance(value, list):
+            for v in value:
+                yield from walk(v, field)
+        elif isinstance(value, str) and field and _IDENT.fullmatch(value.strip()):
+            yield field, value.strip()
+
+    yield from walk(data, "")
 
 
 def says_missing(text: str) -> bool:

@@ -7,7 +7,8 @@ of them is not executed; the model is told which value and which tools could sup
 
 What counts as the same value:
 - numbers compare as numbers: `37.9`, `37.90`, `"$37.90"` and `"1,037.90"` vs `1037.9` match; a
-  percentage `15%` also supplies `0.15`; `0` and `1` are always allowed;
+  percentage `15%` also supplies `0.15` and the factors `1.15` and `0.85`; `0` and `1` are always
+  allowed;
 - identifiers (tokens with a digit, e.g. `1042`, `ORD-77`, `a1b2`) match case-insensitively;
 - free text (words without digits) is not checked: names and prose cannot be traced by spelling, and
   a tool can mark more arguments as free text (`@tool(free_text=("body",))`);
@@ -42,7 +43,10 @@ def _numbers(text: str) -> Iterator[Decimal]:
             value = -value
         yield value
         if pct:
+            # "a 10% raise" supplies 0.1, and the factors 1.1 and 0.9 a calculation multiplies by
             yield value / 100
+            yield 1 + value / 100
+            yield 1 - value / 100
 
 
 def _key(value: Decimal) -> Decimal:
@@ -96,6 +100,10 @@ class Evidence:
             return False  # a large whole number must match exactly: ids and amounts are not rounded
         # a value rounded to cents (or a whole number) matches its source: 37.899999 vs 37.9
         return any(abs(key - n) <= Decimal("0.005") and n != 0 for n in self._numbers)
+
+    def numbers(self) -> frozenset[Decimal]:
+        """Every number seen so far (0 and 1 included)."""
+        return frozenset(self._numbers)
 
     def has_ident(self, ident: str) -> bool:
         folded = ident.casefold()

@@ -24,7 +24,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
@@ -52,10 +52,11 @@ from ..grounding import (
     find_ungrounded,
     identifiers,
     injected_call,
+    answer_numbers,
     named_record,
+    references,
     reported_missing,
     says_missing,
-    ungrounded_in_answer,
     unusable_answer,
 )
 from ..guardrails import (
@@ -179,6 +180,10 @@ class _State:
     force_tools: tuple[str, ...] = ()
     """A precondition refused a call: the next turn must call one of these."""
     answers_rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+    """Why each rejected answer was sent back (without the details in brackets), in order."""
+    derived: tuple[str, ...] = ()
+    """How the numbers of the last answer checked were computed from seen ones ("75.8 = 2 × 37.9")."""
     requests: dict[str, ApprovalRequested] = field(default_factory=dict)
     """The latest approval request of each call that needed one."""
     decisions: dict[str, ApprovalDecided] = field(default_factory=dict)
@@ -219,7 +224,7 @@ class _State:
                 state.record_outcome(ev.call_id, ev.tool, ev.content, is_error=False, arguments=None)
             elif isinstance(ev, AnswerRejected):
                 then = ev.then or ("tool" if ev.values or ev.reason in (HOW_TO, _CUT_OFF) else "either")
-                state.record_rejection(ev.message, then=then, needs=ev.needs)
+                state.record_rejection(ev.message, reason=ev.reason, then=then, needs=ev.needs)
             elif isinstance(ev, ToolFailed):
                 state.record_outcome(
                     ev.call_id,
@@ -286,10 +291,11 @@ class _State:
                 worst = (call, count)
         return worst
 
-    def record_rejection(self, message: str, *, then: str, needs: tuple[str, ...] = ()) -> None:
+    def record_rejection(self, message: str, *, reason: str, then: str, needs: tuple[str, ...] = ()) -> None:
         """Send a rejected answer's message; `then` ("tool", "answer" or "either") is what the next turn
         must be, and `needs` the tools a required call is limited to."""
         self.answers_rejected += 1
+        self.reasons.append(reason.split(" (", 1)[0])
         self.rejected.update((len(self.messages) - 1, len(self.messages)))
         self.messages.append(UserMessage(content=message))
         self.force_tool = then == "tool" and not needs
@@ -477,8 +483,7 @@ def _plain(content: str, limit: int = 200) -> str:
 
 def _missing_record(state: _State, call: ToolCall, tool: Any) -> str | None:
     """Why a write or irreversible call may not run: a tool reported the record it is about missing."""
-    writes = tool.spec.risk != "low" or not tool.spec.reversible or bool(tool.spec.requires)
-    if not writes or not isinstance(call.arguments, dict):
+    if not _writes(tool) or not isinstance(call.arguments, dict):
         return None
     free = (*tool.spec.free_text, *_numeric_params(tool))
     for path, ident in identifiers(call.arguments, free_text=free):
@@ -489,6 +494,66 @@ def _missing_record(state: _State, call: ToolCall, tool: Any) -> str | None:
                 f"{said}. {path}={ident!r} does not exist, so {call.name} was not run and nothing was changed. "
                 "Tell the user it was not found."
             )
+    return None
+
+
+def _writes(tool: Any) -> bool:
+    """Whether a tool changes something: not low risk, not reversible, or guarded by `requires=`."""
+    return tool.spec.risk != "low" or not tool.spec.reversible or bool(tool.spec.requires)
+
+
+def _records(value: Any) -> Iterator[Mapping[str, Any]]:
+    """Every JSON object in a parsed tool result, nested ones included."""
+    if isinstance(value, Mapping):
+        yield value
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            yield from _records(item)
+
+
+def _unchanged(state: _State, call: ToolCall, tool: Any) -> str | None:
+    """Why a write may not run: it sets a number to the value a lookup already shows for the same record
+    (`update_salary(E-1021, new_salary=82000)` when E-1021's salary is 82000). A small model asked for a
+    change writes the current value back; the write would change nothing and the answer would say it did."""
+    if not _writes(tool) or not isinstance(call.arguments, dict):
+        return None
+    numeric = _numeric_params(tool)
+    numbers = {
+        k: float(v)
+        for k, v in call.arguments.items()
+        if k in numeric and isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    idents = {
+        ident.casefold()
+        for _, ident in identifiers(call.arguments, free_text=(*numeric, *tool.spec.free_text))
+    }
+    if not numbers or not idents:
+        return None
+    for source, texts in state.texts_by.items():
+        for text in texts:
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                continue
+            for record in _records(parsed):
+                about = [v for v in record.values() if isinstance(v, str) and v.strip().casefold() in idents]
+                if not about:
+                    continue
+                for param, number in numbers.items():
+                    for name, current in record.items():
+                        same_field = param == name or param.endswith("_" + name)
+                        if (
+                            same_field
+                            and isinstance(current, int | float)
+                            and not isinstance(current, bool)
+                            and abs(float(current) - number) <= 0.005
+                        ):
+                            return (
+                                f"{call.name} was not run: {param}={call.arguments[param]} is the {name} {source} "
+                                f"already shows for {about[0]}, so it would change nothing. Work out the new "
+                                f"value the user asked for first, then call {call.name} with it."
+                            )
     return None
 
 
@@ -550,6 +615,63 @@ def _reads_left(tools: Mapping[str, Any], state: _State, *, besides: str = "") -
     tool that already ran would only be asked the same again)."""
     left = (t for t in tools.values() if t.name != besides and t.name not in state.ran and _reads(t))
     return tuple(t.name for t in sorted(left, key=_source_rank))
+
+
+_REFERENCE = "the answer stops at a record's id that a tool of the agent looks up"
+"""Why an answer was sent back that hands the user an id from a tool result ("contact customer C-442")
+where one more lookup gives what the id stands for: small models stop one hop short."""
+
+
+def _unresolved_reference(
+    state: _State, tools: Mapping[str, Any], text: str
+) -> tuple[str, str, str, str] | None:
+    """(value, field, tool, parameter): an id the answer states that only a tool result gave (its `field`),
+    with the read tool whose `parameter` looks it up and that has not been asked about it. None when there
+    is none, or when an answer was already sent back for this once (the second answer stands)."""
+    if _REFERENCE in state.reasons:
+        return None
+    # "C-442." at the end of a sentence is C-442
+    said = {ident.rstrip(".:/-#@").casefold() for _, ident in identifiers({"answer": text})}
+    if not said:
+        return None
+    asked = Evidence((state.started.input,))
+    for content in (c for texts in state.texts_by.values() for c in texts):
+        for field_name, value in references(content):
+            if value.casefold() not in said or asked.has_ident(value):
+                continue
+            if any(value.casefold() in args.casefold() for _, args in state.call_counts):
+                continue  # a tool was already asked about this record: the answer is what it found
+            found = _looks_up(state, tools, field_name, value)
+            if found is not None:
+                return (value, field_name, *found)
+    return None
+
+
+def _looks_up(state: _State, tools: Mapping[str, Any], field_name: str, value: str) -> tuple[str, str] | None:
+    """(tool, parameter): the read tool that takes `value` (a result's `field_name`), best match first: a
+    parameter of the same name, then one whose description shows the id's prefix (`E-` in "(E- and
+    digits)"). None when no tool says it takes such ids."""
+    prefix = re.match(r"[A-Za-z]+[-_#]?", value)
+    scored: list[tuple[int, tuple[int, str], str, str]] = []
+    for tool in tools.values():
+        if not _reads(tool):
+            continue
+        props = tool.definition.parameters.get("properties", {})
+        for param, schema in props.items():
+            if not isinstance(schema, dict) or schema.get("type") != "string":
+                continue
+            described = f"{tool.definition.description} {schema.get('description', '')}"
+            if param == field_name:
+                score = 3
+            elif prefix is not None and prefix.group(0) in described:
+                score = 2
+            else:
+                continue  # any other id parameter would be a guess
+            scored.append((score, _source_rank(tool), tool.name, param))
+    if not scored:
+        return None
+    _, _, name, param = min(scored, key=lambda s: (-s[0], s[1]))
+    return name, param
 
 
 def _after_rejection(
@@ -955,7 +1077,11 @@ class Runner:
                         )
                         return
                     output = checked.text if checked.text is not None else output  # redacted, when it was
-                await self._finish(state, "completed", "the model gave a final answer", output=output)
+                # a number the answer computed is recorded with how it follows from the run's numbers
+                computed = f"; computed: {', '.join(state.derived)}" if state.derived else ""
+                await self._finish(
+                    state, "completed", f"the model gave a final answer{computed}", output=output
+                )
                 return
             if repeated is not None and repeated[1] >= limits.max_repeated_calls:
                 call, count = repeated
@@ -1037,6 +1163,22 @@ class Runner:
             escalated: str | None = None
             if agent.grounding and isinstance(call.arguments, dict):
                 ungrounded = find_ungrounded(call.arguments, state.evidence, free_text=tool.spec.free_text)
+                asked = named_record(state.started.input) if ungrounded else None
+                gone_asked = state.missing.get(asked.casefold()) if asked is not None else None
+                if gone_asked is not None:
+                    # the record the user asked about does not exist: there is nothing to compute from,
+                    # and the guessed value says so; the answer is next (a resumed run forces it too)
+                    self._tool_failed(
+                        state,
+                        call,
+                        "ungrounded",
+                        _RECORD_MISSING,
+                        f"{gone_asked}. {call.name} was not run: {asked!r} does not exist, so "
+                        f"{', '.join(f'{u.path}={u.value}' for u in ungrounded)} would be a guess. Tell the user "
+                        f"{asked!r} was not found.",
+                    )
+                    state.force_answer = True
+                    continue
                 if ungrounded:
                     # the value has to come from somewhere: the constrained decoder makes the next call
                     # one of the reads not yet made (none left: the model chooses)
@@ -1056,6 +1198,10 @@ class Runner:
                     message, needs = refusal
                     self._tool_failed(state, call, "precondition", "PreconditionFailed", message, needs=needs)
                     state.force_tools = needs
+                    continue
+                unchanged = _unchanged(state, call, tool)
+                if unchanged is not None:
+                    self._tool_failed(state, call, "precondition", "NoChange", unchanged)
                     continue
                 injected = injected_call(
                     call.name, request=state.started.input, tool_results=state.tool_texts
@@ -1695,7 +1841,8 @@ class Runner:
             reason = _CUT_OFF
         values: list[str] = []
         if reason is None and check_values:
-            values = ungrounded_in_answer(text, state.evidence)
+            numbers = answer_numbers(text, state.evidence)
+            values, state.derived = list(numbers.ungrounded), numbers.derived
             if values:
                 reason = f"the answer states {', '.join(values)}, which appear in no tool result and not in the request"
         if reason is None:
@@ -1716,12 +1863,26 @@ class Runner:
                 reason = (
                     f"no tool was called, so nothing in the answer comes from a tool result about {named}"
                 )
+        reference = None
+        if reason is None and check_values:
+            reference = _unresolved_reference(state, tools, text)
+            if reference is not None:
+                reason = f"{_REFERENCE} ({reference[0]})"
         if reason is None:
             return False
         if state.answers_rejected >= retries:
             await self._finish(state, "failed", f"no grounded answer after {retries + 1} tries: {reason}")
             return True
-        then, needs, message = _after_rejection(state, tools, reason, values)
+        if reference is not None:
+            value, field_name, tool_name, param = reference
+            then, needs = "tool", (tool_name,)
+            message = (
+                f"Your answer was not shown to the user: {value} is the {field_name} a tool returned, not the "
+                f"answer itself. Call {tool_name} with {param}={value!r} to look it up, then answer the user's "
+                "request from what it returns."
+            )
+        else:
+            then, needs, message = _after_rejection(state, tools, reason, values)
         self._add(
             state,
             AnswerRejected(
@@ -1734,7 +1895,7 @@ class Runner:
                 needs=needs,
             ),
         )
-        state.record_rejection(message, then=then, needs=needs)
+        state.record_rejection(message, reason=reason, then=then, needs=needs)
         _log.info("answer rejected", run_id=state.run_id, reason=reason)
         return True
 

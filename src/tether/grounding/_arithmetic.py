@@ -1,0 +1,73 @@
+"""Numbers an answer computed: one step of arithmetic on two numbers the run has seen.
+
+"2 of the kettles at 37.90 each" is answered "$75.80": the number is in no tool result, yet it is not
+made up. A small model computes in its head (often right), and sending a right answer back until it calls
+a calculator cost the suite three tasks. So a number an answer states counts as grounded when one step
+of arithmetic on two known numbers gives it: a + b, a − b, a × b, a ÷ b, or a percentage change
+a × (1 ± p) where p is a fraction such as the 0.10 of "10%". The derivation is returned so that the run
+can record how the number was checked.
+
+What keeps a made-up number from passing by chance:
+- the operands are two different numbers the run has seen (not 0 or 1), and the result must match to
+  the cent;
+- a whole number under 100 made from two whole numbers is never derived: with a handful of small
+  counts in view, nearly every small whole number is some sum or difference of two of them.
+Only answers use this. Tool arguments must appear as they are: a write is not made with a value the
+model worked out in its head (`find_ungrounded`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from decimal import Decimal
+
+__all__ = ["derive"]
+
+_CENT = 0.005
+_MAX_OPERANDS = 400  # beyond this many distinct numbers in view, chance matches grow: derive nothing
+
+
+def _fmt(x: float) -> str:
+    return format(Decimal(repr(x)).normalize(), "f")
+
+
+def derive(value: Decimal, known: Iterable[Decimal]) -> str | None:
+    """How `value` comes from two of the `known` numbers in one step ("75.8 = 2 × 37.9"), or None."""
+    target = float(value)
+    operands = sorted({float(n) for n in known if n not in (0, 1) and abs(n) < 1e12})
+    if not operands or len(operands) > _MAX_OPERANDS:
+        return None
+    whole_target = target == int(target) and abs(target) < 100
+    tol = max(_CENT, abs(target) * 1e-9)
+
+    def find(b: float, b_tol: float) -> float | None:
+        i = bisect.bisect_left(operands, b - b_tol)
+        if i < len(operands) and operands[i] <= b + b_tol:
+            return operands[i]
+        return None
+
+    def allowed(a: float, b: float) -> bool:
+        # two different numbers: "82000 + 82000" is a coincidence far more often than a computation
+        return a != b and not (whole_target and a == int(a) and b == int(b))
+
+    for a in operands:
+        checks: list[tuple[float, float, str]] = [
+            (target - a, tol, "{a} + {b}"),
+            (a - target, tol, "{a} − {b}"),
+        ]
+        if a != 0:
+            checks.append((target / a, tol / abs(a), "{a} × {b}"))
+        if target != 0:
+            checks.append((a / target, abs(a) * tol / (target * target), "{a} ÷ {b}"))
+        if a != 0:
+            checks.append((target / a - 1, tol / abs(a), "{a} × (1 + {b})"))
+            checks.append((1 - target / a, tol / abs(a), "{a} × (1 − {b})"))
+        for i, (wanted, b_tol, form) in enumerate(checks):
+            b = find(wanted, b_tol)
+            if b is None or not allowed(a, b):
+                continue
+            if i >= 4 and not 0 < b < 1:
+                continue  # a percentage change takes a fraction
+            return f"{_fmt(target)} = " + form.format(a=_fmt(a), b=_fmt(b))
+    return None

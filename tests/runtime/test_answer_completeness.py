@@ -1,0 +1,219 @@
+"""Answers that computed a number are not sent back for it; answers that stop at an id are, once."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tether import Agent, Runner, tool
+from tether.grounding import Evidence, answer_numbers, references
+from tether.grounding._arithmetic import derive
+from tether.journal import AnswerRejected, MemoryStore, RunFinished
+from tether.testing import ScriptedModel, call
+
+pytestmark = pytest.mark.anyio
+
+
+@tool(idempotent=True)
+def lookup_order(order_id: str) -> dict:
+    """Look up an order by its number: customer id, items, total."""
+    if order_id != "7702":
+        raise LookupError(f"there is no order {order_id!r}")
+    return {"order_id": "7702", "customer_id": "C-442", "unit_price": 37.9, "quantity": 3, "total": 113.7}
+
+
+@tool(idempotent=True)
+def lookup_customer(customer_id: str) -> dict:
+    """Look up a customer by customer id (C-...): name and email."""
+    return {"customer_id": customer_id, "name": "James Chen", "email": "j.chen@example.org"}
+
+
+@tool(idempotent=True)
+def lookup_supplier(supplier_id: str) -> dict:
+    """Look up a supplier by supplier id (S-...)."""
+    return {"supplier_id": supplier_id}
+
+
+@tool(idempotent=True)
+def find_employee(name: str) -> dict:
+    """Find an employee by full name."""
+    return {"employee_id": "E-1017", "name": name, "manager_id": "E-1009"}
+
+
+@tool(idempotent=True)
+def get_employee(employee_id: str) -> dict:
+    """Look up an employee by employee id (E- and digits)."""
+    return {"employee_id": employee_id, "name": "Grace Okafor", "manager_id": None}
+
+
+async def _rejections(store: MemoryStore, run_id: str) -> list[AnswerRejected]:
+    return [s.event for s in await store.load(run_id) if isinstance(s.event, AnswerRejected)]
+
+
+# -- numbers an answer computed ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "known", "how"),
+    [
+        ("75.8", ["2", "37.9"], "75.8 = 2 × 37.9"),
+        ("90200", ["82000", "0.1"], "90200 = 82000 × (1 + 0.1)"),
+        ("19504.8", ["129", "151.2"], "19504.8 = 129 × 151.2"),
+        ("29.94", ["37.9", "0.79"], "29.94 = 0.79 × 37.9"),  # to the cent: 29.941
+        ("49", ["83.9", "34.9"], "49 = 83.9 − 34.9"),
+    ],
+)
+def test_one_step_of_arithmetic_on_seen_numbers_is_derived(value: str, known: list[str], how: str) -> None:
+    assert derive(Decimal(value), [Decimal(k) for k in known]) == how
+
+
+@pytest.mark.parametrize(
+    ("value", "known"),
+    [
+        ("7", ["3", "4", "12"]),  # a small whole number from two whole numbers: too easy by chance
+        ("164000", ["82000"]),  # the same number twice is not a computation
+        ("75.81", ["2", "37.9"]),  # off by a cent
+        ("100", ["0", "1", "100.5"]),  # 0 and 1 are no operands
+        ("2", ["1", "1"]),
+    ],
+)
+def test_what_is_not_derived(value: str, known: list[str]) -> None:
+    assert derive(Decimal(value), [Decimal(k) for k in known]) is None
+
+
+def test_an_answer_states_which_numbers_it_computed_and_which_it_made_up() -> None:
+    seen = Evidence(["returning 2 of the 3 kettles", '{"unit_price": 37.9}'])
+    checked = answer_numbers("They get $75.80 back, or $80 with shipping.", seen)
+    assert checked.derived == ("75.8 = 2 × 37.9",)
+    assert checked.ungrounded == ("$80",)
+    strict = answer_numbers("They get $75.80 back.", seen, arithmetic=False)
+    assert strict.ungrounded == ("$75.80",) and strict.derived == ()
+
+
+async def test_a_computed_answer_is_returned_and_the_journal_says_how_it_was_checked() -> None:
+    model = ScriptedModel([call("lookup_order", order_id="7702"), "They should get $75.80 back."])
+    store = MemoryStore()
+    result = await Runner(store).run(
+        Agent("a", tools=[lookup_order], model=model), "2 of the 3 items of order 7702 come back: how much?"
+    )
+    assert result.ok and result.output == "They should get $75.80 back."
+    assert await _rejections(store, result.run_id) == []
+    (finished,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, RunFinished)]
+    assert "computed: 75.8 = 2 × 37.9" in finished.reason
+
+
+async def test_a_number_off_by_more_than_rounding_is_still_sent_back() -> None:
+    model = ScriptedModel(
+        [call("lookup_order", order_id="7702"), "They should get $75.00 back.", "They get $75.80 back."]
+    )
+    store = MemoryStore()
+    result = await Runner(store).run(
+        Agent("a", tools=[lookup_order], model=model), "2 of the 3 items of order 7702 come back: how much?"
+    )
+    assert result.output == "They get $75.80 back."
+    (rejected,) = await _rejections(store, result.run_id)
+    assert rejected.values == ("$75.00",)
+
+
+# -- answers that stop one lookup short --------------------------------------------------------------
+
+
+def test_references_are_the_id_fields_of_a_json_result() -> None:
+    result = '{"order_id": "7702", "customer_id": "C-442", "items": [{"sku": "KT-220", "name": "Kettle"}]}'
+    assert list(references(result)) == [("order_id", "7702"), ("customer_id", "C-442"), ("sku", "KT-220")]
+    assert list(references("Order 7702 belongs to C-442")) == []  # not JSON: no fields to go by
+
+
+async def test_an_answer_that_hands_over_an_id_is_sent_to_the_lookup_that_resolves_it() -> None:
+    model = ScriptedModel(
+        [
+            call("lookup_order", order_id="7702"),
+            "Use the email of customer C-442.",
+            call("lookup_customer", customer_id="C-442"),
+            "Write to j.chen@example.org.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("a", tools=[lookup_order, lookup_customer, lookup_supplier], model=model)
+    result = await Runner(store).run(agent, "Which email should I use for the customer of order 7702?")
+    assert result.ok and result.output == "Write to j.chen@example.org."
+    (rejected,) = await _rejections(store, result.run_id)
+    assert rejected.reason.endswith("(C-442)") and rejected.needs == ("lookup_customer",)
+    assert "Call lookup_customer with customer_id='C-442'" in rejected.message
+    # the next call is limited to that lookup by constrained decoding
+    assert model.request_settings[2].allowed_tools == ("lookup_customer",)
+
+
+async def test_an_id_field_is_matched_to_a_tool_by_the_prefix_its_description_shows() -> None:
+    model = ScriptedModel(
+        [
+            call("find_employee", name="Dana Whitfield"),
+            "Dana Whitfield's manager is E-1009.",
+            call("get_employee", employee_id="E-1009"),
+            "Grace Okafor.",
+        ]
+    )
+    store = MemoryStore()
+    result = await Runner(store).run(
+        Agent("a", tools=[find_employee, get_employee], model=model), "Who is Dana Whitfield's manager?"
+    )
+    assert result.output == "Grace Okafor."
+    (rejected,) = await _rejections(store, result.run_id)
+    assert rejected.needs == ("get_employee",)  # manager_id -> employee_id, by "E-" in its description
+
+
+@pytest.mark.parametrize(
+    ("request_text", "answer"),
+    [
+        ("What is the status of order 7702?", "Order 7702 is delivered."),  # the id came from the user
+        ("Who placed order 7702?", "Customer C-442, James Chen."),  # already looked up
+    ],
+)
+async def test_ids_the_user_gave_or_the_run_looked_up_are_answers(request_text: str, answer: str) -> None:
+    script = [call("lookup_order", order_id="7702")]
+    if "C-442" in answer:
+        script.append(call("lookup_customer", customer_id="C-442"))
+    model = ScriptedModel([*script, answer])
+    store = MemoryStore()
+    agent = Agent("a", tools=[lookup_order, lookup_customer], model=model)
+    result = await Runner(store).run(agent, request_text)
+    assert result.ok and result.output == answer
+    assert await _rejections(store, result.run_id) == []
+
+
+async def test_an_id_answer_is_sent_back_once_then_stands() -> None:
+    model = ScriptedModel(
+        [
+            call("lookup_order", order_id="7702"),
+            "The customer is C-442.",
+            call("lookup_supplier", supplier_id="C-442"),  # the model does not follow the correction
+            "The customer is C-442.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("a", tools=[lookup_order, lookup_customer, lookup_supplier], model=model)
+    result = await Runner(store).run(agent, "Who placed order 7702?")
+    assert result.ok and result.output == "The customer is C-442."
+    assert len(await _rejections(store, result.run_id)) == 1
+
+
+async def test_the_reference_rule_resumes_as_it_ran() -> None:
+    model = ScriptedModel(
+        [
+            call("lookup_order", order_id="7702"),
+            "Customer C-442.",
+            call("lookup_customer", customer_id="C-442"),
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("a", tools=[lookup_order, lookup_customer], model=model)
+    first = await Runner(store).run(agent, "Who placed order 7702?")
+    assert first.status == "failed"  # the script ran out after the lookup: the run stops there
+    # a rebuilt run knows the answer was already sent back once for a reference: it does not send it again
+    from tether.journal import Event
+    from tether.runtime._loop import _State
+
+    events: list[Event] = [s.event for s in await store.load(first.run_id)]
+    state = _State.rebuild(first.run_id, events)
+    assert state.reasons and state.reasons[0].startswith("the answer stops at a record's id")
