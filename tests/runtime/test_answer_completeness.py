@@ -62,6 +62,7 @@ async def _rejections(store: MemoryStore, run_id: str) -> list[AnswerRejected]:
         ("19504.8", ["129", "151.2"], "19504.8 = 129 × 151.2"),
         ("29.94", ["37.9", "0.79"], "29.94 = 0.79 × 37.9"),  # to the cent: 29.941
         ("49", ["83.9", "34.9"], "49 = 83.9 − 34.9"),
+        ("19505", ["129", "151.2"], "19505 ≈ 129 × 151.2"),  # rounded to the unit
     ],
 )
 def test_one_step_of_arithmetic_on_seen_numbers_is_derived(value: str, known: list[str], how: str) -> None:
@@ -74,6 +75,7 @@ def test_one_step_of_arithmetic_on_seen_numbers_is_derived(value: str, known: li
         ("7", ["3", "4", "12"]),  # a small whole number from two whole numbers: too easy by chance
         ("164000", ["82000"]),  # the same number twice is not a computation
         ("75.81", ["2", "37.9"]),  # off by a cent
+        ("19506", ["129", "151.2"]),  # off by more than rounding
         ("100", ["0", "1", "100.5"]),  # 0 and 1 are no operands
         ("2", ["1", "1"]),
     ],

@@ -9,7 +9,7 @@ can record how the number was checked.
 
 What keeps a made-up number from passing by chance:
 - the operands are two different numbers the run has seen (not 0 or 1), and the result must match to
-  the cent;
+  the cent (a whole number of 100 or more: to the unit, as answers round "19,504.8 yen" to "19,505");
 - a whole number under 100 made from two whole numbers is never derived: with a handful of small
   counts in view, nearly every small whole number is some sum or difference of two of them.
 Only answers use this. Tool arguments must appear as they are: a write is not made with a value the
@@ -19,7 +19,8 @@ model worked out in its head (`find_ungrounded`).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+import operator
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 
 __all__ = ["derive"]
@@ -39,35 +40,34 @@ def derive(value: Decimal, known: Iterable[Decimal]) -> str | None:
     if not operands or len(operands) > _MAX_OPERANDS:
         return None
     whole_target = target == int(target) and abs(target) < 100
-    tol = max(_CENT, abs(target) * 1e-9)
+    # a whole number of 100 or more may be the result rounded ("19,505 yen" for 129 x 151.2)
+    tol = 0.5 if target == int(target) and abs(target) >= 100 else max(_CENT, abs(target) * 1e-9)
 
-    def find(b: float, b_tol: float) -> float | None:
-        i = bisect.bisect_left(operands, b - b_tol)
-        if i < len(operands) and operands[i] <= b + b_tol:
-            return operands[i]
-        return None
+    def candidates(b: float, b_tol: float) -> list[float]:
+        lo, hi = bisect.bisect_left(operands, b - b_tol), bisect.bisect_right(operands, b + b_tol)
+        return operands[lo:hi]
 
     def allowed(a: float, b: float) -> bool:
         # two different numbers: "82000 + 82000" is a coincidence far more often than a computation
         return a != b and not (whole_target and a == int(a) and b == int(b))
 
     for a in operands:
-        checks: list[tuple[float, float, str]] = [
-            (target - a, tol, "{a} + {b}"),
-            (a - target, tol, "{a} − {b}"),
+        # (the operand b that would give the target, its tolerance, the form, the result a and b give)
+        checks: list[tuple[float, float, str, Callable[[float, float], float]]] = [
+            (target - a, tol, "{a} + {b}", operator.add),
+            (a - target, tol, "{a} − {b}", operator.sub),
+            (target / a, tol / abs(a), "{a} × {b}", operator.mul),
         ]
-        if a != 0:
-            checks.append((target / a, tol / abs(a), "{a} × {b}"))
         if target != 0:
-            checks.append((a / target, abs(a) * tol / (target * target), "{a} ÷ {b}"))
-        if a != 0:
-            checks.append((target / a - 1, tol / abs(a), "{a} × (1 + {b})"))
-            checks.append((1 - target / a, tol / abs(a), "{a} × (1 − {b})"))
-        for i, (wanted, b_tol, form) in enumerate(checks):
-            b = find(wanted, b_tol)
-            if b is None or not allowed(a, b):
-                continue
-            if i >= 4 and not 0 < b < 1:
-                continue  # a percentage change takes a fraction
-            return f"{_fmt(target)} = " + form.format(a=_fmt(a), b=_fmt(b))
+            checks.append((a / target, abs(a) * tol / (target * target), "{a} ÷ {b}", operator.truediv))
+        fractions = [
+            (target / a - 1, tol / abs(a), "{a} × (1 + {b})", lambda x, y: x * (1 + y)),
+            (1 - target / a, tol / abs(a), "{a} × (1 − {b})", lambda x, y: x * (1 - y)),
+        ]
+        for wanted, b_tol, form, result in checks + fractions:
+            for b in candidates(wanted, b_tol):
+                if not allowed(a, b) or (form.endswith("{b})") and not 0 < b < 1):
+                    continue  # a percentage change takes a fraction
+                exact = abs(result(a, b) - target) <= _CENT
+                return f"{_fmt(target)} {'=' if exact else '≈'} " + form.format(a=_fmt(a), b=_fmt(b))
     return None
