@@ -283,8 +283,10 @@ def _event_params(rows: Sequence[_EventRow]) -> dict[str, list[Any]]:
 class PostgresStore(Store):
     """A journal in a PostgreSQL database, shared by any number of workers.
 
-    The pool opens on first use (creating or upgrading the schema) and closes with `aclose()`; a store
-    belongs to the event loop it was first used on.
+    The pool opens on first use (creating or upgrading the schema) and closes with `aclose()`, or by
+    itself when its event loop shuts down (`asyncio.run`/`anyio.run` returning): the store can then be
+    used again on a new loop. While that loop runs, the store belongs to it; using it from another loop
+    at the same time is an error.
 
     Args:
         conninfo: a libpq connection string or URL: `postgresql://user@host:5432/db`,
@@ -340,6 +342,7 @@ class PostgresStore(Store):
         self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._keeper: asyncio.Task[None] | None = None
         # The summary fields of the runs this store wrote last, as it wrote them: an append that builds
         # on them needs no read first. Sound because a run's row changes only with its journal, and the
         # write matches the head hash as well as the count. Bounded: a forgotten run costs one more
@@ -367,8 +370,8 @@ class PostgresStore(Store):
             if self._loop is loop:
                 return self._pool
             raise StoreError(
-                f"{self!r} was opened on another event loop, whose connections cannot be used here; "
-                "call `await store.aclose()` before that loop ends, or use one store per event loop"
+                f"{self!r} is open on another event loop, which is still running; its connections cannot be "
+                "used from here. Use one store per event loop, or `await store.aclose()` on that loop first"
             )
         if self._opening is None or self._opening[0] is not loop:
             self._opening = (loop, asyncio.Lock())
@@ -391,8 +394,27 @@ class PostgresStore(Store):
                 )
                 await pool.open(wait=False)
                 self._pool, self._loop = pool, loop
+                self._keeper = loop.create_task(
+                    self._close_with_loop(pool), name=f"tether:{self.schema}:keeper"
+                )
         assert self._pool is not None
         return self._pool
+
+    async def _close_with_loop(self, pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
+        """Wait as long as the event loop runs; when it shuts down, close the pool on it.
+
+        `asyncio.run` cancels every task before it closes the loop: this one then closes the pool while
+        the loop can still run the pool's workers down. A pool left open when its loop closes leaves
+        worker coroutines that fail when collected, or a shutdown that waits on them.
+        """
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if self._pool is pool:  # not closed by aclose(): the loop is ending
+                self._pool = self._loop = None
+                self._keeper = None
+                await pool.close(timeout=self.timeout_s)
+            raise
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         # A writer blocked on a run's row lock (a stuck transaction elsewhere) fails instead of hanging:
@@ -832,6 +854,7 @@ class PostgresStore(Store):
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None
+        keeper, self._keeper = self._keeper, None
         if pool is None:
             return
         try:
@@ -839,5 +862,7 @@ class PostgresStore(Store):
         except RuntimeError:
             same_loop = False
         if same_loop:
+            if keeper is not None:
+                keeper.cancel()  # it sees the pool is no longer the store's, and leaves it to us
             await pool.close()
         # else: that loop's connections cannot be closed from here; they close when collected
