@@ -312,7 +312,11 @@ def _scalar(value: Any) -> str:
 
 
 def fold_corrections(
-    messages: Sequence[Message], refused: frozenset[str] | set[str], rejected: frozenset[int] | set[int]
+    messages: Sequence[Message],
+    refused: frozenset[str] | set[str],
+    rejected: frozenset[int] | set[int],
+    *,
+    narration: bool = True,
 ) -> list[Message]:
     """The conversation without the corrections the model has moved past.
 
@@ -322,10 +326,16 @@ def fold_corrections(
     context, and a refused `refund(amount=12.0)` or a rejected "$12.00" left in view is copied into
     every later call and answer. What the model acts on afterwards is what tools returned.
 
+    With `narration` off, the text a model wrote beside its tool calls is left out too, in every turn:
+    small models narrate the results they expect ("The response from find_product is: {"sku":
+    "CER001"}") and then take those invented values, rather than the real results that follow, for
+    what the tools said.
+
     Args:
         messages: the whole conversation, as the run keeps it (never changed here).
         refused: the call ids of calls refused before they ran.
         rejected: the indices in `messages` of rejected answers and of the messages that rejected them.
+        narration: keep the text beside tool calls.
 
     Returns:
         `messages` with those calls (and their results) and answers left out, except in the latest
@@ -334,6 +344,8 @@ def fold_corrections(
     last = max((i for i, m in enumerate(messages) if isinstance(m, AssistantMessage)), default=-1)
     out: list[Message] = []
     for i, message in enumerate(messages):
+        if not narration and isinstance(message, AssistantMessage) and message.tool_calls and message.content:
+            message = AssistantMessage(content="", tool_calls=message.tool_calls)
         if i >= last:
             out.append(message)
         elif i in rejected:

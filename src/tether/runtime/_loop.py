@@ -674,11 +674,17 @@ def _looks_up(state: _State, tools: Mapping[str, Any], field_name: str, value: s
     return name, param
 
 
+def _request(state: _State) -> str:
+    """The user's request, quoted for a corrective message: a small model told to "answer the user" after
+    a few turns of tool calls has often lost what was asked, and answers another question."""
+    return f'"{_plain(state.started.input, 240)}"'
+
+
 def _after_rejection(
-    state: _State, tools: Mapping[str, Any], reason: str, values: Sequence[str]
+    state: _State, tools: Mapping[str, Any], reason: str, values: Sequence[str], text: str = ""
 ) -> tuple[Literal["tool", "answer", "either"], tuple[str, ...], str]:
-    """What the model is told after its answer was rejected for `reason`, and what its next turn must be:
-    (`then`, the tools a required call is limited to, the message)."""
+    """What the model is told after its answer `text` was rejected for `reason`, and what its next turn
+    must be: (`then`, the tools a required call is limited to, the message)."""
     said = f"Your answer was not shown to the user: {reason}."
     left = _reads_left(tools, state)
     if reason == HOW_TO and state.not_found:
@@ -689,19 +695,29 @@ def _after_rejection(
             f"{said} {state.not_found[-1]}. Tell the user that, in plain sentences; do not explain the tools.",
         )
     if reason == HOW_TO:
-        where = f" ({' or '.join(left[:3])})" if left else ""
+        # the reads it names and has not made are the step it is describing instead of taking; when it
+        # names only tools that already ran, the results are in front of it and the answer is next
+        named = tuple(t for t in left if re.search(rf"(?<![\w]){re.escape(t)}(?![\w])", text))
+        needs = named or (left if not state.succeeded else ())
+        if needs:
+            return (
+                "tool",
+                needs,
+                f"{said} Do not explain the steps: make the calls yourself now ({' or '.join(needs[:3])}), then "
+                "answer with what they return.",
+            )
         return (
-            "tool",
-            left,
-            (
-                f"{said} Do not explain the steps: make the calls yourself now{where}, then answer with what they return."
-            ),
+            "either",
+            (),
+            f"{said} Do not explain the steps: the tool results above are what they give. Answer the user's "
+            f"request {_request(state)} from them now, in plain sentences.",
         )
     if (
         values
         or reason == _CUT_OFF
         or reason.startswith("no tool was called")
         or (reason == PARROTED and left)
+        or (not state.tool_texts and left)
     ):
         # a value it does not have yet: from a read not yet made, when there is one (any tool else)
         where = f"call {' or '.join(left[:3])}" if left else "use the tools"
@@ -725,8 +741,8 @@ def _after_rejection(
         "either" if reason != PARROTED else "answer",
         (),
         (
-            f"{said} Answer the user's request now, in plain sentences, from the tool results above; if "
-            f"something is missing{missing}, say so in your own words."
+            f"{said} Answer the user's request {_request(state)} now, in plain sentences, from the tool results "
+            f"above; if something is missing{missing}, say so in your own words."
         ),
     )
 
@@ -1027,7 +1043,7 @@ class Runner:
                 # models enforce settings.timeout_s themselves (the contract); a model that does not is
                 # still bounded by the run's timeout around this loop
                 response = await agent.model.request(
-                    self._context(state, limits, step, reserve),
+                    self._context(state, limits, step, reserve, grounding=agent.grounding),
                     tools=definitions,
                     settings=self._settings_for(state, settings, bool(definitions)),
                     on_token=on_token,
@@ -1122,7 +1138,7 @@ class Runner:
                     "repeated",
                     "RepeatedCall",
                     f"{call.name} was already called with these arguments and returned: {previous[:500]}. "
-                    "Do not call it again: use that result and answer the user now.",
+                    f"Do not call it again: use that result and answer the user's request {_request(state)} now.",
                 )
                 state.force_answer = True
                 continue
@@ -1712,7 +1728,9 @@ class Runner:
             )
         return breaker
 
-    def _context(self, state: _State, limits: Any, step: int, reserve: int) -> list[Message]:
+    def _context(
+        self, state: _State, limits: Any, step: int, reserve: int, *, grounding: bool = False
+    ) -> list[Message]:
         """What this step's call is sent: the conversation less the corrections the model has moved past
         (`fold_corrections`), and (with `Limits.context_window_tokens`) as much of it as fits with
         `reserve` tokens to spare, oldest turns pruned first.
@@ -1720,7 +1738,8 @@ class Runner:
         Nothing about the trim needs the journal on resume: it is a pure function of the conversation,
         which the journal rebuilds exactly, so a resumed run sends what the first process would have.
         """
-        folded = fold_corrections(state.messages, state.refused, state.rejected)
+        # with grounding on, the text beside a call is left out: it is where small models invent results
+        folded = fold_corrections(state.messages, state.refused, state.rejected, narration=not grounding)
         if limits.context_window_tokens is None:
             return folded
         messages, trim = fit_context(
@@ -1879,10 +1898,10 @@ class Runner:
             message = (
                 f"Your answer was not shown to the user: {value} is the {field_name} a tool returned, not the "
                 f"answer itself. Call {tool_name} with {param}={value!r} to look it up, then answer the user's "
-                "request from what it returns."
+                f"request {_request(state)} from what it returns."
             )
         else:
-            then, needs, message = _after_rejection(state, tools, reason, values)
+            then, needs, message = _after_rejection(state, tools, reason, values, text)
         self._add(
             state,
             AnswerRejected(
