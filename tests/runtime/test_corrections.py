@@ -281,3 +281,69 @@ async def test_a_guessed_value_after_the_asked_record_was_not_found_gets_the_ans
     assert failed[1].message.startswith("lookup_order said: there is no order '3307'")
     assert "amount=123.45 would be a guess" in failed[1].message
     assert model.request_settings[2].tool_choice == "none"  # the next turn is the answer
+
+
+@tool(idempotent=True)
+def convert_currency(amount: float, to_currency: str) -> dict:
+    """Convert an amount of dollars."""
+    return {"amount": round(amount * 0.79, 2), "currency": to_currency}
+
+
+async def test_a_recipe_that_names_a_read_not_yet_made_is_sent_to_that_read() -> None:
+    model = ScriptedModel(
+        [
+            call("lookup_order", order_id="1042"),
+            "To get it in pounds, use the `convert_currency` function with the unit price.",
+            call("convert_currency", amount=37.9, to_currency="GBP"),
+            "The kettle costs £29.94.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("a", tools=[lookup_order, calculator, convert_currency], model=model)
+    result = await Runner(store).run(agent, "What does the kettle of order 1042 cost in pounds?")
+    assert result.ok and result.output == "The kettle costs £29.94."
+    (rejected,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
+    # it named convert_currency, not the calculator: the next call is limited to what it described
+    assert rejected.then == "tool" and rejected.needs == ("convert_currency",)
+
+
+async def test_a_recipe_naming_only_tools_that_ran_gets_the_request_quoted_back() -> None:
+    model = ScriptedModel(
+        [
+            call("lookup_order", order_id="1042"),
+            "To answer, you can use the lookup_order function with the order id 1042.",
+            "Order 1042 has 3 items at $37.90.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("a", tools=[lookup_order, calculator], model=model)
+    result = await Runner(store).run(agent, "What is in order 1042?")
+    assert result.ok and result.output == "Order 1042 has 3 items at $37.90."
+    (rejected,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
+    assert rejected.then == "either" and rejected.needs == ()
+    assert 'Answer the user\'s request "What is in order 1042?" from them now' in rejected.message
+
+
+async def test_a_rejected_answer_before_any_tool_ran_is_sent_to_the_reads() -> None:
+    model = ScriptedModel(
+        ['{"name": "lookup_order", "arguments": {}}', call("lookup_order", order_id="1042"), "3."]
+    )
+    store = MemoryStore()
+    result = await Runner(store).run(Agent("a", tools=[lookup_order], model=model), "How many kettles in order 1042?")
+    assert result.ok
+    (rejected,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
+    assert rejected.then == "tool" and rejected.needs == ("lookup_order",)
+
+
+@pytest.mark.parametrize("grounding", [True, False])
+async def test_text_beside_a_call_leaves_the_view_with_grounding_on(grounding: bool) -> None:
+    narrated = ModelResponse(
+        text='The response from lookup_order is: {"unit_price": 99.0}',
+        tool_calls=(_call("n1", "lookup_order", order_id="1042"),),
+    )
+    model = ScriptedModel([narrated, "It is $37.90 each."])
+    agent = Agent("a", tools=[lookup_order], model=model, grounding=grounding)
+    result = await Runner(MemoryStore()).run(agent, "Price of the kettle in order 1042?")
+    assert result.ok
+    (turn,) = [m for m in model.requests[1] if isinstance(m, AssistantMessage)]
+    assert turn.tool_calls and (turn.content == "") is grounding  # the invented 99.0 is not shown back

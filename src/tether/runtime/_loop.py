@@ -752,13 +752,13 @@ def _ungrounded_message(
 ) -> str:
     values = ", ".join(f"{u.path}={u.value}" for u in ungrounded)
     where = (
-        f" Call {' or '.join(needs[:3] or _sources(agent, call))} first to get the real value,"
+        f" Call {' or '.join(needs[:3] or _sources(agent, call))} first to get the real value, or use"
         if len(agent.tools) > 1
-        else ""
+        else " Use"
     )
     return (
         f"{call.name} was not run: {values} does not appear in the user's request or in any tool result so "
-        f"far, so it would be a guess.{where} or use only values from the request and earlier results."
+        f"far, so it would be a guess.{where} only values from the request and earlier results."
     )
 
 
