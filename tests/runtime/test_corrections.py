@@ -329,7 +329,9 @@ async def test_a_rejected_answer_before_any_tool_ran_is_sent_to_the_reads() -> N
         ['{"name": "lookup_order", "arguments": {}}', call("lookup_order", order_id="1042"), "3."]
     )
     store = MemoryStore()
-    result = await Runner(store).run(Agent("a", tools=[lookup_order], model=model), "How many kettles in order 1042?")
+    result = await Runner(store).run(
+        Agent("a", tools=[lookup_order], model=model), "How many kettles in order 1042?"
+    )
     assert result.ok
     (rejected,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
     assert rejected.then == "tool" and rejected.needs == ("lookup_order",)
@@ -347,3 +349,49 @@ async def test_text_beside_a_call_leaves_the_view_with_grounding_on(grounding: b
     assert result.ok
     (turn,) = [m for m in model.requests[1] if isinstance(m, AssistantMessage)]
     assert turn.tool_calls and (turn.content == "") is grounding  # the invented 99.0 is not shown back
+
+
+async def test_an_instruction_is_not_quoted_back_and_a_write_written_as_text_is_not_the_next_call() -> None:
+    model = ScriptedModel(
+        [
+            call("lookup_order", order_id="1042"),
+            '{"name": "refund", "arguments": {"order_id": "1042", "amount": 37.9}}',  # a write, as text
+            "Order 1042 has no blender, so nothing was refunded.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("a", tools=[lookup_order, refund], model=model)
+    result = await Runner(store).run(agent, "Refund the blender from order 1042.")
+    assert result.ok and result.output == "Order 1042 has no blender, so nothing was refunded."
+    (rejected,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
+    assert rejected.then == "answer"  # not "either": the refund it wrote out does not get to run
+    assert "Refund the blender" not in rejected.message  # quoting an instruction made the model do it
+    assert model.request_settings[2].tool_choice == "none"
+
+
+async def test_a_write_whose_required_lookup_found_nothing_is_answered_not_sent_round() -> None:
+    @tool(idempotent=True)
+    def find_employee(name: str) -> dict:
+        """Find an employee by name."""
+        raise LookupError(f"there is no employee named {name!r}")
+
+    @tool(risk="high", reversible=False, requires=("find_employee",))
+    def update_salary(employee_id: str, new_salary: float) -> str:
+        """Set a salary."""
+        return "done"
+
+    model = ScriptedModel(
+        [
+            call("find_employee", name="John Doe"),
+            call("update_salary", employee_id="E-1", new_salary=95000),
+            "There is no employee named John Doe.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("hr", tools=[find_employee, update_salary], model=model)
+    result = await Runner(store).run(agent, "Set John Doe's salary to 95000.")
+    assert result.ok
+    failed = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert failed[-1].error_type == "RecordMissing"
+    assert failed[-1].message.startswith("find_employee said: there is no employee named 'John Doe'")
+    assert model.request_settings[2].tool_choice == "none"

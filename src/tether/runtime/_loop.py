@@ -675,9 +675,14 @@ def _looks_up(state: _State, tools: Mapping[str, Any], field_name: str, value: s
 
 
 def _request(state: _State) -> str:
-    """The user's request, quoted for a corrective message: a small model told to "answer the user" after
-    a few turns of tool calls has often lost what was asked, and answers another question."""
-    return f'"{_plain(state.started.input, 240)}"'
+    """The user's question, quoted for a corrective message (`request "Who is ...?"`), or just `request`.
+
+    A small model told to "answer the user" after a few turns of tool calls has often lost what was
+    asked, and answers another question. Only a question is quoted: quoting an instruction ("Refund the
+    blender from order 4410.") made the 1.5B model carry it out, with whatever amount was in view.
+    """
+    text = _plain(state.started.input, 240)
+    return f'request "{text}"' if text.rstrip().endswith("?") else "request"
 
 
 def _after_rejection(
@@ -710,7 +715,7 @@ def _after_rejection(
             "either",
             (),
             f"{said} Do not explain the steps: the tool results above are what they give. Answer the user's "
-            f"request {_request(state)} from them now, in plain sentences.",
+            f"{_request(state)} from them now, in plain sentences.",
         )
     if (
         values
@@ -735,13 +740,17 @@ def _after_rejection(
             (),
             f"{said} Use the tools to get the real values, then answer using only their results.",
         )
-    # empty, a call written as text, or a copied corrective message, after tools answered (found or not)
+    # empty, a call written as text, or a copied corrective message, after tools answered (found or not);
+    # a write it wrote out as text is not its next call: that is how a refund nobody verified would run
+    writes = any(
+        _writes(t) and re.search(rf"(?<![\w]){re.escape(t.name)}(?![\w])", text) for t in tools.values()
+    )
     missing = f" ({state.not_found[-1]})" if state.not_found else ""
     return (
-        "either" if reason != PARROTED else "answer",
+        "answer" if reason == PARROTED or writes else "either",
         (),
         (
-            f"{said} Answer the user's request {_request(state)} now, in plain sentences, from the tool results "
+            f"{said} Answer the user's {_request(state)} now, in plain sentences, from the tool results "
             f"above; if something is missing{missing}, say so in your own words."
         ),
     )
@@ -1138,7 +1147,7 @@ class Runner:
                     "repeated",
                     "RepeatedCall",
                     f"{call.name} was already called with these arguments and returned: {previous[:500]}. "
-                    f"Do not call it again: use that result and answer the user's request {_request(state)} now.",
+                    f"Do not call it again: use that result and answer the user's {_request(state)} now.",
                 )
                 state.force_answer = True
                 continue
@@ -1163,6 +1172,22 @@ class Runner:
                 state.force_answer = True
                 continue
             missing = [r for r in tool.spec.requires if r not in state.succeeded]
+            said = next(
+                (n for n in reversed(state.not_found) if n.startswith(tuple(f"{r} said:" for r in missing))),
+                None,
+            )
+            if missing and said is not None and agent.grounding:
+                # the lookup it requires ran and found nothing ("there is no employee named 'John Doe'"):
+                # "call find_employee first" would send it round the same lookup; the answer is next
+                self._tool_failed(
+                    state,
+                    call,
+                    "precondition",
+                    _RECORD_MISSING,
+                    f"{said}. So {call.name} was not run and nothing was changed. Tell the user it was not found.",
+                )
+                state.force_answer = True
+                continue
             if missing:
                 self._tool_failed(
                     state,
@@ -1898,7 +1923,7 @@ class Runner:
             message = (
                 f"Your answer was not shown to the user: {value} is the {field_name} a tool returned, not the "
                 f"answer itself. Call {tool_name} with {param}={value!r} to look it up, then answer the user's "
-                f"request {_request(state)} from what it returns."
+                f"{_request(state)} from what it returns."
             )
         else:
             then, needs, message = _after_rejection(state, tools, reason, values, text)
