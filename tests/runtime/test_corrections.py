@@ -395,3 +395,27 @@ async def test_a_write_whose_required_lookup_found_nothing_is_answered_not_sent_
     assert failed[-1].error_type == "RecordMissing"
     assert failed[-1].message.startswith("find_employee said: there is no employee named 'John Doe'")
     assert model.request_settings[2].tool_choice == "none"
+
+
+async def test_a_rejected_answer_is_not_shown_back_even_on_the_next_turn() -> None:
+    recipe = "To find it, you can use the `lookup_order` function with order 1042."
+    model = ScriptedModel([call("lookup_order", order_id="1042"), recipe, "Order 1042: 3 kettles at $37.90."])
+    result = await Runner(MemoryStore()).run(
+        Agent("a", tools=[lookup_order], model=model), "What is in order 1042?"
+    )
+    assert result.ok
+    shown = model.requests[2]
+    assert not any(isinstance(m, AssistantMessage) and m.content == recipe for m in shown)
+    assert isinstance(shown[-1], UserMessage) and shown[-1].content.startswith("Your answer was not shown")
+
+
+async def test_after_a_lookup_found_nothing_an_unusable_answer_is_told_what_the_tool_said() -> None:
+    model = ScriptedModel(
+        [call("lookup_order", order_id="77"), '{"name": "lookup_order"}', "There is no order 77."]
+    )
+    store = MemoryStore()
+    result = await Runner(store).run(Agent("a", tools=[lookup_order], model=model), "What is in order 77?")
+    assert result.ok and result.output == "There is no order 77."
+    (rejected,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
+    assert rejected.then == "answer"
+    assert "lookup_order said: there is no order '77'. Tell the user that" in rejected.message

@@ -33,7 +33,7 @@ _LIST_MARKER = re.compile(r"(?m)^\s*\d{1,2}[.)](?=\s)")
 _HOW_TO = re.compile(
     r"\b(here'?s how|here is how|follow these steps|to do (this|that|so)|"
     r"you (can|could|need to|should|must|will need to|'ll need to) (first )?(call|use|run|invoke)|"
-    r"(first|then|next),? (call|use|run|invoke)|(call|use|invoke) the `?\w+`? (function|tool))\b",
+    r"(first|then|next),? (call|use|run|invoke)|(call|calling|use|using|invoke) the `?\w+`? (function|tool))\b",
     re.I,
 )
 

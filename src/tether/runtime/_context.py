@@ -337,6 +337,9 @@ def fold_corrections(
         rejected: the indices in `messages` of rejected answers and of the messages that rejected them.
         narration: keep the text beside tool calls.
 
+    A rejected answer itself is left out at once, even in the next turn: its rejection says what was
+    wrong, and a small model shown its own answer again writes it again, word for word.
+
     Returns:
         `messages` with those calls (and their results) and answers left out, except in the latest
         assistant turn and what followed it. The same inputs always give the same result.
@@ -346,6 +349,8 @@ def fold_corrections(
     for i, message in enumerate(messages):
         if not narration and isinstance(message, AssistantMessage) and message.tool_calls and message.content:
             message = AssistantMessage(content="", tool_calls=message.tool_calls)
+        if i in rejected and isinstance(message, AssistantMessage):
+            continue  # a rejected answer is never shown back, not even next turn: it would be copied
         if i >= last:
             out.append(message)
         elif i in rejected:

@@ -161,6 +161,8 @@ class _State:
     """Indices in `messages` of rejected answers and their rejections (folded away the same way)."""
     not_found: list[str] = field(default_factory=list)
     """What tools said when they raised because something was not there ("find_employee said: ...")."""
+    last_missing: bool = False
+    """The latest tool that ran said something is not there (and none has found anything since)."""
     ran: set[str] = field(default_factory=set)
     """Tools that have run in this run, returned or raised: the ones left are where a missing value is."""
     missing: dict[str, str] = field(default_factory=dict)
@@ -328,7 +330,8 @@ class _State:
             # what a tool said, found or not: the source of an injected instruction, and of "no such record"
             self.ran.add(tool)
             self.tool_texts.append(content)
-            if is_error and says_missing(content):
+            self.last_missing = is_error and says_missing(content)
+            if self.last_missing:
                 self.not_found.append(f"{tool} said: {_plain(content)}")
             if isinstance(arguments, dict):
                 gone = reported_missing(arguments, content)
@@ -745,13 +748,19 @@ def _after_rejection(
     writes = any(
         _writes(t) and re.search(rf"(?<![\w]){re.escape(t.name)}(?![\w])", text) for t in tools.values()
     )
-    missing = f" ({state.not_found[-1]})" if state.not_found else ""
+    if state.last_missing:
+        # the last tool that ran said what is missing: that is the answer, in the tool's words
+        return (
+            "answer",
+            (),
+            f"{said} {state.not_found[-1]}. Tell the user that, in plain sentences; do not explain the tools.",
+        )
     return (
         "answer" if reason == PARROTED or writes else "either",
         (),
         (
             f"{said} Answer the user's {_request(state)} now, in plain sentences, from the tool results "
-            f"above; if something is missing{missing}, say so in your own words."
+            "above; if something is missing, say so in your own words."
         ),
     )
 
