@@ -419,3 +419,20 @@ async def test_after_a_lookup_found_nothing_an_unusable_answer_is_told_what_the_
     (rejected,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
     assert rejected.then == "answer"
     assert "lookup_order said: there is no order '77'. Tell the user that" in rejected.message
+
+
+def test_an_answered_repeat_is_a_user_turn_after_the_results_then_leaves() -> None:
+    messages = [
+        UserMessage(content="Summarise notes.txt"),
+        AssistantMessage(tool_calls=(_call("r1", "read_file", path="notes.txt"),)),
+        ToolResultMessage(call_id="r1", name="read_file", content="Revenue grew 12%."),
+        AssistantMessage(tool_calls=(_call("r2", "read_file", path="notes.txt"),)),
+        ToolResultMessage(
+            call_id="r2", name="read_file", content="Error: already called; answer now", is_error=True
+        ),
+    ]
+    view = fold_corrections(messages, {"r2"}, set(), answered={"r2"})
+    # the repeat is gone; what the runtime said to it follows the real result as the user's turn
+    assert view == [*messages[:3], UserMessage(content="already called; answer now")]
+    later = [*messages, AssistantMessage(content="Revenue grew 12%.")]
+    assert fold_corrections(later, {"r2"}, set(), answered={"r2"}) == [*messages[:3], later[-1]]

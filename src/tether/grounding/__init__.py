@@ -16,6 +16,7 @@ from ._provenance import Evidence as Evidence
 from ._provenance import Ungrounded as Ungrounded
 from ._provenance import find_ungrounded as find_ungrounded
 from ._taint import InjectedCall as InjectedCall
+from ._taint import asks_for as asks_for
 from ._taint import injected_call as injected_call
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "InjectedCall",
     "Ungrounded",
     "answer_numbers",
+    "asks_for",
     "find_ungrounded",
     "identifiers",
     "injected_call",

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["InjectedCall", "injected_call"]
+__all__ = ["InjectedCall", "asks_for", "injected_call"]
 
 _WORD_SPLIT = re.compile(r"[_\-\s]+|(?<=[a-z])(?=[A-Z])")
 # action words whose usual noun or participle does not start with the verb itself
@@ -63,6 +63,13 @@ def _asked_for(words: list[str], request: str) -> bool:
     verb = words[0]
     stems = _FORMS.get(verb, (verb[: max(_MIN_STEM, len(verb) - 2)] if len(verb) > _MIN_STEM else verb,))
     return any(re.search(rf"\b{re.escape(stem)}", folded) for stem in stems)
+
+
+def asks_for(tool: str, request: str) -> bool:
+    """Whether the user's `request` asks for what `tool` does: it holds the tool's action word or a form
+    of it (`cancel`, `cancelled` for `cancel_order`)."""
+    words = _words(tool)
+    return bool(words) and _asked_for(words, request)
 
 
 def _named_in(name: str, words: list[str], text: str) -> re.Match[str] | None:

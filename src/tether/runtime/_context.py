@@ -317,6 +317,7 @@ def fold_corrections(
     rejected: frozenset[int] | set[int],
     *,
     narration: bool = True,
+    answered: frozenset[str] | set[str] = frozenset(),
 ) -> list[Message]:
     """The conversation without the corrections the model has moved past.
 
@@ -336,6 +337,11 @@ def fold_corrections(
         refused: the call ids of calls refused before they ran.
         rejected: the indices in `messages` of rejected answers and of the messages that rejected them.
         narration: keep the text beside tool calls.
+        answered: the call ids of repeats the runtime answered instead of running (a call the model
+            already has the result of). They leave the view at once, and what the runtime said to them
+            comes after the turn's results as a user message: shown the same result again, the 1.5B
+            model calls the tool once more; told in a user turn to answer from the result above, it
+            answers.
 
     A rejected answer itself is left out at once, even in the next turn: its rejection says what was
     wrong, and a small model shown its own answer again writes it again, word for word.
@@ -346,9 +352,26 @@ def fold_corrections(
     """
     last = max((i for i, m in enumerate(messages) if isinstance(m, AssistantMessage)), default=-1)
     out: list[Message] = []
+    said: list[str] = []  # to the answered repeats of the current turn, sent once its results are in
     for i, message in enumerate(messages):
         if not narration and isinstance(message, AssistantMessage) and message.tool_calls and message.content:
             message = AssistantMessage(content="", tool_calls=message.tool_calls)
+        if said and not isinstance(message, ToolResultMessage):
+            out.extend(UserMessage(content=text) for text in dict.fromkeys(said))
+            said.clear()
+        if isinstance(message, ToolResultMessage) and message.call_id in answered:
+            if i > last:  # in an older turn it is a correction the model has moved past, like the others
+                said.append(message.content.removeprefix("Error: "))
+            continue
+        if (
+            isinstance(message, AssistantMessage)
+            and answered
+            and any(c.call_id in answered for c in message.tool_calls)
+        ):
+            calls = tuple(c for c in message.tool_calls if c.call_id not in answered)
+            if not calls and not message.content:
+                continue
+            message = AssistantMessage(content=message.content, tool_calls=calls)
         if i in rejected and isinstance(message, AssistantMessage):
             continue  # a rejected answer is never shown back, not even next turn: it would be copied
         if i >= last:
@@ -365,4 +388,5 @@ def fold_corrections(
             continue
         else:
             out.append(message)
+    out.extend(UserMessage(content=text) for text in dict.fromkeys(said))
     return out

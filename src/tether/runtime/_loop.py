@@ -53,6 +53,7 @@ from ..grounding import (
     identifiers,
     injected_call,
     answer_numbers,
+    asks_for,
     named_record,
     references,
     reported_missing,
@@ -157,6 +158,8 @@ class _State:
     """Tools that have returned successfully in this run (for `requires=`)."""
     refused: set[str] = field(default_factory=set)
     """Calls refused before they ran (`_FOLDED`): left out of what the model is sent once it moved on."""
+    answered: set[str] = field(default_factory=set)
+    """Repeated calls answered instead of run: what was said to them is shown as a user turn."""
     rejected: set[int] = field(default_factory=set)
     """Indices in `messages` of rejected answers and their rejections (folded away the same way)."""
     not_found: list[str] = field(default_factory=list)
@@ -326,6 +329,8 @@ class _State:
                 self.results[key] = content
         if is_error and kind in _FOLDED:
             self.refused.add(call_id)
+        if is_error and kind == "repeated":
+            self.answered.add(call_id)
         if not is_error or kind == "raised":
             # what a tool said, found or not: the source of an injected instruction, and of "no such record"
             self.ran.add(tool)
@@ -677,15 +682,17 @@ def _looks_up(state: _State, tools: Mapping[str, Any], field_name: str, value: s
     return name, param
 
 
-def _request(state: _State) -> str:
-    """The user's question, quoted for a corrective message (`request "Who is ...?"`), or just `request`.
+def _request(state: _State, tools: Mapping[str, Any]) -> str:
+    """The user's request, quoted for a corrective message (`request "Who is ...?"`), or just `request`.
 
     A small model told to "answer the user" after a few turns of tool calls has often lost what was
-    asked, and answers another question. Only a question is quoted: quoting an instruction ("Refund the
-    blender from order 4410.") made the 1.5B model carry it out, with whatever amount was in view.
+    asked, and answers another question (or calls the same tool again). A request that asks for one of
+    the agent's writes is not quoted: quoting "Refund the blender from order 4410." made the 1.5B model
+    carry it out, with whatever amount was in view.
     """
     text = _plain(state.started.input, 240)
-    return f'request "{text}"' if text.rstrip().endswith("?") else "request"
+    acts = any(_writes(t) and asks_for(t.name, text) for t in tools.values())
+    return "request" if acts and not text.rstrip().endswith("?") else f'request "{text}"'
 
 
 def _after_rejection(
@@ -718,7 +725,7 @@ def _after_rejection(
             "either",
             (),
             f"{said} Do not explain the steps: the tool results above are what they give. Answer the user's "
-            f"{_request(state)} from them now, in plain sentences.",
+            f"{_request(state, tools)} from them now, in plain sentences.",
         )
     if (
         values
@@ -759,7 +766,7 @@ def _after_rejection(
         "answer" if reason == PARROTED or writes else "either",
         (),
         (
-            f"{said} Answer the user's {_request(state)} now, in plain sentences, from the tool results "
+            f"{said} Answer the user's {_request(state, tools)} now, in plain sentences, from the tool results "
             "above; if something is missing, say so in your own words."
         ),
     )
@@ -1155,8 +1162,9 @@ class Runner:
                     call,
                     "repeated",
                     "RepeatedCall",
-                    f"{call.name} was already called with these arguments and returned: {previous[:500]}. "
-                    f"Do not call it again: use that result and answer the user's {_request(state)} now.",
+                    f"{call.name} was already called with these arguments; its result is above, and calling it "
+                    f"again returns the same. Answer the user's {_request(state, agent.tools)} now, in plain "
+                    "sentences, from the results above.",
                 )
                 state.force_answer = True
                 continue
@@ -1773,7 +1781,9 @@ class Runner:
         which the journal rebuilds exactly, so a resumed run sends what the first process would have.
         """
         # with grounding on, the text beside a call is left out: it is where small models invent results
-        folded = fold_corrections(state.messages, state.refused, state.rejected, narration=not grounding)
+        folded = fold_corrections(
+            state.messages, state.refused, state.rejected, narration=not grounding, answered=state.answered
+        )
         if limits.context_window_tokens is None:
             return folded
         messages, trim = fit_context(
@@ -1932,7 +1942,7 @@ class Runner:
             message = (
                 f"Your answer was not shown to the user: {value} is the {field_name} a tool returned, not the "
                 f"answer itself. Call {tool_name} with {param}={value!r} to look it up, then answer the user's "
-                f"{_request(state)} from what it returns."
+                f"{_request(state, tools)} from what it returns."
             )
         else:
             then, needs, message = _after_rejection(state, tools, reason, values, text)
