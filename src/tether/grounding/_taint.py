@@ -21,9 +21,10 @@ from dataclasses import dataclass
 __all__ = ["InjectedCall", "asks_for", "injected_call"]
 
 _WORD_SPLIT = re.compile(r"[_\-\s]+|(?<=[a-z])(?=[A-Z])")
-# action words whose usual noun or participle does not start with the verb itself
+# action words whose usual noun or participle does not start with the verb itself (regular expressions,
+# matched from the start of a word: "sent" must end there, or "sentence" would ask to send an email)
 _FORMS: dict[str, tuple[str, ...]] = {
-    "send": ("send", "sent", "email", "mail"),
+    "send": ("send", r"sent\b", "e-?mail", "mail"),
     "delete": ("delet", "remov", "eras", "wipe"),
     "remove": ("remov", "delet"),
     "pay": ("pay", "paid"),
@@ -61,8 +62,9 @@ def _words(name: str) -> list[str]:
 def _asked_for(words: list[str], request: str) -> bool:
     folded = request.casefold()
     verb = words[0]
-    stems = _FORMS.get(verb, (verb[: max(_MIN_STEM, len(verb) - 2)] if len(verb) > _MIN_STEM else verb,))
-    return any(re.search(rf"\b{re.escape(stem)}", folded) for stem in stems)
+    stem = verb[: max(_MIN_STEM, len(verb) - 2)] if len(verb) > _MIN_STEM else verb
+    stems = _FORMS.get(verb, (re.escape(stem),))
+    return any(re.search(rf"\b{pattern}", folded) for pattern in stems)
 
 
 def asks_for(tool: str, request: str) -> bool:

@@ -1164,7 +1164,7 @@ class Runner:
                     "RepeatedCall",
                     f"{call.name} was already called with these arguments; its result is above, and calling it "
                     f"again returns the same. Answer the user's {_request(state, agent.tools)} now, in plain "
-                    "sentences, from the results above.",
+                    f"sentences, from the result of {call.name} above.",
                 )
                 state.force_answer = True
                 continue
