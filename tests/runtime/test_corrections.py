@@ -436,3 +436,36 @@ def test_an_answered_repeat_is_a_user_turn_after_the_results_then_leaves() -> No
     assert view == [*messages[:3], UserMessage(content="already called; answer now")]
     later = [*messages, AssistantMessage(content="Revenue grew 12%.")]
     assert fold_corrections(later, {"r2"}, set(), answered={"r2"}) == [*messages[:3], later[-1]]
+
+
+async def test_a_model_that_numbers_its_calls_per_turn_loses_no_result() -> None:
+    # the in-process model names the first call of every turn call_0: a refused call_0 must not take
+    # a later successful call_0's result out of view with it
+    model = ScriptedModel(
+        [
+            ModelResponse(tool_calls=(_call("call_0", "refund", order_id="1042", amount=12.0),)),  # refused
+            ModelResponse(tool_calls=(_call("call_0", "lookup_order", order_id="1042"),)),
+            ModelResponse(tool_calls=(_call("call_0", "calculator", expression="2 * 37.9"),)),
+            "You get $75.80 back.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("a", tools=[lookup_order, calculator, refund], model=model)
+    result = await Runner(store).run(agent, "How much are 2 kettles of order 1042?")
+    assert result.ok
+    last_view = model.requests[-1]
+    results = [m.content for m in last_view if isinstance(m, ToolResultMessage)]
+    assert any("37.9" in r for r in results) and "75.8" in results  # the lookup and the calculation
+    events = [s.event for s in await store.load(result.run_id)]
+    done = [e.call_id for e in events if e.type == "tool_completed"]
+    assert done == ["call_0-s2", "call_0-s3"]
+    from tether.runtime._loop import _State
+
+    rebuilt = _State.rebuild(result.run_id, events)
+    assert [
+        m.tool_calls[0].call_id for m in rebuilt.messages if isinstance(m, AssistantMessage) and m.tool_calls
+    ] == [
+        "call_0",
+        "call_0-s2",
+        "call_0-s3",
+    ]

@@ -158,6 +158,8 @@ class _State:
     """Tools that have returned successfully in this run (for `requires=`)."""
     refused: set[str] = field(default_factory=set)
     """Calls refused before they ran (`_FOLDED`): left out of what the model is sent once it moved on."""
+    call_ids: set[str] = field(default_factory=set)
+    """Every call id the run has used (`_unique_ids`)."""
     answered: set[str] = field(default_factory=set)
     """Repeated calls answered instead of run: what was said to them is shown as a user turn."""
     rejected: set[int] = field(default_factory=set)
@@ -284,17 +286,35 @@ class _State:
         self.force_answer = False
         self.force_tool = False
         self.force_tools = ()
-        self.messages.append(AssistantMessage(content=response.text, tool_calls=response.tool_calls))
-        self.outstanding = list(response.tool_calls)
+        calls = self._unique_ids(step, response.tool_calls)
+        self.messages.append(AssistantMessage(content=response.text, tool_calls=calls))
+        self.outstanding = list(calls)
         worst: tuple[ToolCall, int] | None = None
         # a loop is a call asked for again turn after turn: the same call written twice in one turn
         # counts once (it runs once; the copy is answered as a repeat)
-        distinct = {(c.name, _canonical(c.arguments)): c for c in reversed(response.tool_calls)}
+        distinct = {(c.name, _canonical(c.arguments)): c for c in reversed(calls)}
         for key, call in reversed(distinct.items()):
             count = self.call_counts[key] = self.call_counts.get(key, 0) + 1
             if worst is None or count > worst[1]:
                 worst = (call, count)
         return worst
+
+    def _unique_ids(self, step: int, calls: Sequence[ToolCall]) -> tuple[ToolCall, ...]:
+        """`calls` with ids no earlier call of the run has: a model may number its calls per response
+        (`call_0` in every turn), and the run keys outcomes, refusals and approvals by call id. A reused
+        id gets the step appended (`call_0-s3`); the journal's model response keeps the model's own ids,
+        and a rebuilt run renames them the same way."""
+        out = []
+        for call in calls:
+            call_id = call.call_id
+            if call_id in self.call_ids:
+                call_id = f"{call.call_id}-s{step}"
+                while call_id in self.call_ids:
+                    call_id += "'"
+                call = call.model_copy(update={"call_id": call_id})
+            self.call_ids.add(call_id)
+            out.append(call)
+        return tuple(out)
 
     def record_rejection(self, message: str, *, reason: str, then: str, needs: tuple[str, ...] = ()) -> None:
         """Send a rejected answer's message; `then` ("tool", "answer" or "either") is what the next turn
