@@ -219,3 +219,37 @@ async def test_the_reference_rule_resumes_as_it_ran() -> None:
     events: list[Event] = [s.event for s in await store.load(first.run_id)]
     state = _State.rebuild(first.run_id, events)
     assert state.reasons and state.reasons[0].startswith("the answer stops at a record's id")
+
+
+# -- answers that leave out the quantity asked for ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "sent_back"),
+    [
+        ("The kettles were refunded to the customer.", True),
+        ("They get $75.80 back.", False),
+        ("Nothing: the order has no kettles.", False),  # a word for none is a quantity
+        ("There is no such order.", False),  # says what is missing
+    ],
+)
+async def test_a_how_much_question_answered_without_a_number_is_sent_back_once(
+    answer: str, sent_back: bool
+) -> None:
+    model = ScriptedModel([call("lookup_order", order_id="7702"), answer, "They get $75.80 back."])
+    store = MemoryStore()
+    result = await Runner(store).run(
+        Agent("a", tools=[lookup_order], model=model),
+        "2 items of order 7702 come back: how much do they get?",
+    )
+    rejected = await _rejections(store, result.run_id)
+    assert bool(rejected) is sent_back
+    if sent_back:
+        assert rejected[0].reason == "the user asked how much or how many, and the answer states no number"
+        assert (
+            'request "2 items of order 7702 come back: how much do they get?" asks for one'
+            in rejected[0].message
+        )
+        assert result.output == "They get $75.80 back."
+    else:
+        assert result.output == answer

@@ -645,6 +645,13 @@ def _reads_left(tools: Mapping[str, Any], state: _State, *, besides: str = "") -
     return tuple(t.name for t in sorted(left, key=_source_rank))
 
 
+_NO_NUMBER = "the user asked how much or how many, and the answer states no number"
+"""Why an answer was sent back that leaves out the one thing asked for ("The knife was refunded." to
+"...and tell me how much was refunded"); sent back once per run."""
+# a request for a quantity, and an answer that states one (a digit, or a word for none)
+_QUANTITY = re.compile(r"\bhow\s+(much|many)\b", re.I)
+_STATES_QUANTITY = re.compile(r"\d|\b(no|none|zero|nothing|free)\b", re.I)
+
 _REFERENCE = "the answer stops at a record's id that a tool of the agent looks up"
 """Why an answer was sent back that hands the user an id from a tool result ("contact customer C-442")
 where one more lookup gives what the id stands for: small models stop one hop short."""
@@ -707,11 +714,14 @@ def _request(state: _State, tools: Mapping[str, Any]) -> str:
 
     A small model told to "answer the user" after a few turns of tool calls has often lost what was
     asked, and answers another question (or calls the same tool again). A request that asks for one of
-    the agent's writes is not quoted: quoting "Refund the blender from order 4410." made the 1.5B model
-    carry it out, with whatever amount was in view.
+    the agent's writes is not quoted until that write has run: quoting "Refund the blender from order
+    4410." made the 1.5B model carry it out, with whatever amount was in view.
     """
     text = _plain(state.started.input, 240)
-    acts = any(_writes(t) and asks_for(t.name, text) for t in tools.values())
+    # a write it asks for that has not run yet (once it has, a repeat of it is answered, not run)
+    acts = any(
+        _writes(t) and t.name not in state.succeeded and asks_for(t.name, text) for t in tools.values()
+    )
     return "request" if acts and not text.rstrip().endswith("?") else f'request "{text}"'
 
 
@@ -1951,6 +1961,16 @@ class Runner:
             reference = _unresolved_reference(state, tools, text)
             if reference is not None:
                 reason = f"{_REFERENCE} ({reference[0]})"
+        if (
+            reason is None
+            and check_values
+            and _NO_NUMBER not in state.reasons
+            and _QUANTITY.search(state.started.input)
+            and not _STATES_QUANTITY.search(text)
+            and not state.last_missing
+            and not says_missing(text)
+        ):
+            reason = _NO_NUMBER
         if reason is None:
             return False
         if state.answers_rejected >= retries:
@@ -1963,6 +1983,13 @@ class Runner:
                 f"Your answer was not shown to the user: {value} is the {field_name} a tool returned, not the "
                 f"answer itself. Call {tool_name} with {param}={value!r} to look it up, then answer the user's "
                 f"{_request(state, tools)} from what it returns."
+            )
+        elif reason == _NO_NUMBER:
+            then, needs = "either", ()
+            message = (
+                f"Your answer was not shown to the user: it states no number, and the user's "
+                f"{_request(state, tools)} asks for one. Answer with the number from the tool results (if it "
+                "must be worked out, use a tool first), in plain sentences."
             )
         else:
             then, needs, message = _after_rejection(state, tools, reason, values, text)
