@@ -253,3 +253,35 @@ async def test_a_how_much_question_answered_without_a_number_is_sent_back_once(
         assert result.output == "They get $75.80 back."
     else:
         assert result.output == answer
+
+
+# -- steps told to the user --------------------------------------------------------------------------
+
+
+async def test_steps_told_to_the_user_are_sent_back_once_and_a_pending_write_is_not_let_run() -> None:
+    @tool(risk="high", reversible=False, requires=("lookup_order",))
+    def refund(order_id: str, amount: float) -> str:
+        """Refund an amount on an order."""
+        raise AssertionError("the refund must not run")
+
+    steps = "To refund the blender from order 7702, you need to first look up the order details."
+    model = ScriptedModel([call("lookup_order", order_id="7702"), steps, "Order 7702 has no blender."])
+    store = MemoryStore()
+    agent = Agent("a", tools=[lookup_order, refund], model=model)
+    result = await Runner(store).run(agent, "Refund the blender from order 7702.")
+    assert result.ok and result.output == "Order 7702 has no blender."
+    (rejected,) = await _rejections(store, result.run_id)
+    assert rejected.reason.startswith("the answer tells the user how to call the tools")
+    # the refund the user asked for has not run: the next turn is an answer, not a free choice
+    assert rejected.then == "answer" and model.request_settings[2].tool_choice == "none"
+
+
+async def test_a_policy_answer_that_reads_like_steps_stands_the_second_time() -> None:
+    policy = "To get a refund, you need to return the item unused."
+    model = ScriptedModel([call("lookup_order", order_id="7702"), policy, policy])
+    store = MemoryStore()
+    result = await Runner(store).run(
+        Agent("a", tools=[lookup_order], model=model), "Order 7702: refund policy?"
+    )
+    assert result.ok and result.output == policy
+    assert len(await _rejections(store, result.run_id)) == 1

@@ -4,6 +4,7 @@ from ._answers import HOW_TO as HOW_TO
 from ._answers import PARROTED as PARROTED
 from ._answers import AnswerNumbers as AnswerNumbers
 from ._answers import answer_numbers as answer_numbers
+from ._answers import describes_steps as describes_steps
 from ._answers import ungrounded_in_answer as ungrounded_in_answer
 from ._answers import unusable_answer as unusable_answer
 from ._entities import identifiers as identifiers
@@ -29,6 +30,7 @@ __all__ = [
     "Ungrounded",
     "answer_numbers",
     "asks_for",
+    "describes_steps",
     "find_ungrounded",
     "identifiers",
     "injected_call",

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from ._arithmetic import derive
 from ._provenance import _IDENT, _NUMBER, Evidence, _numbers
 
-__all__ = ["HOW_TO", "PARROTED", "AnswerNumbers", "answer_numbers", "ungrounded_in_answer", "unusable_answer"]
+__all__ = [
+    "HOW_TO",
+    "PARROTED",
+    "AnswerNumbers",
+    "answer_numbers",
+    "describes_steps",
+    "ungrounded_in_answer",
+    "unusable_answer",
+]
 
 _TRANSCRIPT = re.compile(
     r"<\s*/?\s*(tool_call|tool_response|function_call|\|im_start\|)|^\s*\{\s*\"(name|function)\"\s*:",
@@ -36,6 +44,21 @@ _HOW_TO = re.compile(
     r"(first|then|next),? (call|use|run|invoke)|(call|calling|use|using|invoke) the `?\w+`? (function|tool))\b",
     re.I,
 )
+
+
+# "To refund the blender from order 4410, you need to first look up the order details.": the steps of
+# the task, told to the user, without naming a tool
+_STEPS_FOR_USER = re.compile(
+    r"\A\s*to [^.,;:\n]{3,100},\s+(you|we|i)(\s+will|'ll)?\s+(need|have|must|should)\b", re.I
+)
+
+
+def describes_steps(text: str) -> bool:
+    """Whether `text` opens by telling the reader what must be done ("To calculate the refund, you need
+    to know the unit price...") rather than doing it. Looser than the `HOW_TO` rule (no tool named): a
+    policy answer ("To get a refund, you need to return the item") reads the same, so the loop sends an
+    answer back for this once per run at most."""
+    return bool(_STEPS_FOR_USER.match(text))
 
 
 def unusable_answer(text: str, tools: Iterable[str] = ()) -> str | None:

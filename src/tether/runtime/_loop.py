@@ -54,6 +54,7 @@ from ..grounding import (
     injected_call,
     answer_numbers,
     asks_for,
+    describes_steps,
     named_record,
     references,
     reported_missing,
@@ -751,8 +752,14 @@ def _after_rejection(
                 f"{said} Do not explain the steps: make the calls yourself now ({' or '.join(needs[:3])}), then "
                 "answer with what they return.",
             )
+        # after reads, with a write the user asked for still not run: a free turn is where a refund of
+        # whatever amount is in view would run (the blender that order 4410 does not have)
+        pending = any(
+            _writes(t) and t.name not in state.succeeded and asks_for(t.name, state.started.input)
+            for t in tools.values()
+        )
         return (
-            "either",
+            "answer" if pending else "either",
             (),
             f"{said} Do not explain the steps: the tool results above are what they give. Answer the user's "
             f"{_request(state, tools)} from them now, in plain sentences.",
@@ -1943,6 +1950,8 @@ class Runner:
             # fault, and their message ("use the tools to get the real values") is what made the demo's
             # model look the order up and compute; the recipe message alone sent it round in circles
             reason = unusable_answer(text, tuple(tools))
+        if reason is None and tools and HOW_TO not in state.reasons and describes_steps(text):
+            reason = HOW_TO  # the steps told to the user without naming a tool: sent back once per run
         if (
             reason is None
             and check_values
