@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from tether import Agent, Runner, tool
+from tether import Agent, Limits, Runner, tool
 from tether.grounding import Evidence, answer_numbers, references
 from tether.grounding._arithmetic import derive
 from tether.journal import AnswerRejected, MemoryStore, RunFinished
@@ -285,3 +285,23 @@ async def test_a_policy_answer_that_reads_like_steps_stands_the_second_time() ->
     )
     assert result.ok and result.output == policy
     assert len(await _rejections(store, result.run_id)) == 1
+
+
+async def test_at_the_last_try_an_answer_sent_back_only_for_its_quality_stands() -> None:
+    model = ScriptedModel(
+        [
+            call("lookup_order", order_id="7702"),
+            "It is $99.",  # ungrounded: sent back (1 of 1 retries)
+            "Use the email of customer C-442.",  # a reference, at the last try: it stands
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent(
+        "a",
+        tools=[lookup_order, lookup_customer],
+        model=model,
+        limits=Limits(max_answer_retries=1),
+    )
+    result = await Runner(store).run(agent, "Which email should I use for the customer of order 7702?")
+    assert result.ok and result.output == "Use the email of customer C-442."
+    assert [r.values for r in await _rejections(store, result.run_id)] == [("$99",)]

@@ -1950,8 +1950,10 @@ class Runner:
             # fault, and their message ("use the tools to get the real values") is what made the demo's
             # model look the order up and compute; the recipe message alone sent it round in circles
             reason = unusable_answer(text, tuple(tools))
+        # the rules below judge an answer's quality, not its truth: at the last try it stands (`soft`)
+        soft = False
         if reason is None and tools and HOW_TO not in state.reasons and describes_steps(text):
-            reason = HOW_TO  # the steps told to the user without naming a tool: sent back once per run
+            reason, soft = HOW_TO, True  # the steps told to the user without naming a tool: once per run
         if (
             reason is None
             and check_values
@@ -1969,7 +1971,7 @@ class Runner:
         if reason is None and check_values:
             reference = _unresolved_reference(state, tools, text)
             if reference is not None:
-                reason = f"{_REFERENCE} ({reference[0]})"
+                reason, soft = f"{_REFERENCE} ({reference[0]})", True
         if (
             reason is None
             and check_values
@@ -1979,8 +1981,8 @@ class Runner:
             and not state.last_missing
             and not says_missing(text)
         ):
-            reason = _NO_NUMBER
-        if reason is None:
+            reason, soft = _NO_NUMBER, True
+        if reason is None or (soft and state.answers_rejected >= retries):
             return False
         if state.answers_rejected >= retries:
             await self._finish(state, "failed", f"no grounded answer after {retries + 1} tries: {reason}")
