@@ -305,3 +305,17 @@ async def test_at_the_last_try_an_answer_sent_back_only_for_its_quality_stands()
     result = await Runner(store).run(agent, "Which email should I use for the customer of order 7702?")
     assert result.ok and result.output == "Use the email of customer C-442."
     assert [r.values for r in await _rejections(store, result.run_id)] == [("$99",)]
+
+
+async def test_a_wrong_number_after_the_tools_answered_is_sent_back_to_their_values() -> None:
+    model = ScriptedModel(
+        [call("lookup_order", order_id="7702"), "The total is $71.07.", "The total is $113.70."]
+    )
+    store = MemoryStore()
+    agent = Agent("a", tools=[lookup_order, lookup_customer], model=model)
+    result = await Runner(store).run(agent, "What is the total of order 7702?")
+    assert result.output == "The total is $113.70."
+    (rejected,) = await _rejections(store, result.run_id)
+    # the values are in view: no call is forced (a calculator would compute on the wrong numbers)
+    assert rejected.then == "either" and rejected.needs == ()
+    assert "exactly as the tool results above give them" in rejected.message

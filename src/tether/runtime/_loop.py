@@ -764,6 +764,16 @@ def _after_rejection(
             f"{said} Do not explain the steps: the tool results above are what they give. Answer the user's "
             f"{_request(state, tools)} from them now, in plain sentences.",
         )
+    if values and state.succeeded:
+        # numbers it worked out wrong after the tools answered (a correct one is derived, and stands):
+        # sending it to a calculator had it compute on the wrong numbers ("77.19 * 0.92", a conversion
+        # converted twice) and return that grounded result; the values it needs are in view
+        return (
+            "either",
+            (),
+            f"{said} Answer with the values exactly as the tool results above give them; call a tool only "
+            "for a value they do not have.",
+        )
     if (
         values
         or reason == _CUT_OFF
@@ -1952,8 +1962,6 @@ class Runner:
             reason = unusable_answer(text, tuple(tools))
         # the rules below judge an answer's quality, not its truth: at the last try it stands (`soft`)
         soft = False
-        if reason is None and tools and HOW_TO not in state.reasons and describes_steps(text):
-            reason, soft = HOW_TO, True  # the steps told to the user without naming a tool: once per run
         if (
             reason is None
             and check_values
@@ -1972,6 +1980,8 @@ class Runner:
             reference = _unresolved_reference(state, tools, text)
             if reference is not None:
                 reason, soft = f"{_REFERENCE} ({reference[0]})", True
+        if reason is None and tools and HOW_TO not in state.reasons and describes_steps(text):
+            reason, soft = HOW_TO, True  # the steps told to the user without naming a tool: once per run
         if (
             reason is None
             and check_values
