@@ -124,3 +124,14 @@ async def test_without_grounding_numbers_are_not_checked_but_transcripts_still_a
     a = agent(['{"name": "refund", "arguments": {}}', "It is $49.00."], grounding=False)
     result = await Runner(MemoryStore()).run(a, "x")
     assert result.ok and result.output == "It is $49.00."
+
+
+def test_recipes_quoting_the_tool_name_or_opening_with_the_steps_are_recognised() -> None:
+    from tether.grounding import HOW_TO, describes_steps
+
+    quoted = 'To give her a raise, call the "update_salary" function with employee_id "E-1021".'
+    assert unusable_answer(quoted, ["update_salary"]) == HOW_TO
+    assert describes_steps(quoted)
+    assert describes_steps("To refund the blender, you need to first look up the order details.")
+    assert not describes_steps("To summarise: revenue grew 12%.")
+    assert not describes_steps("The refund is $75.80.")

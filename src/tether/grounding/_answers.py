@@ -41,7 +41,7 @@ _LIST_MARKER = re.compile(r"(?m)^\s*\d{1,2}[.)](?=\s)")
 _HOW_TO = re.compile(
     r"\b(here'?s how|here is how|follow these steps|to do (this|that|so)|"
     r"you (can|could|need to|should|must|will need to|'ll need to) (first )?(call|use|run|invoke)|"
-    r"(first|then|next),? (call|use|run|invoke)|(call|calling|use|using|invoke) the `?\w+`? (function|tool))\b",
+    r"(first|then|next),? (call|use|run|invoke)|(call|calling|use|using|invoke) the [`'\"]?\w+[`'\"]? (function|tool))\b",
     re.I,
 )
 
@@ -49,7 +49,8 @@ _HOW_TO = re.compile(
 # "To refund the blender from order 4410, you need to first look up the order details.": the steps of
 # the task, told to the user, without naming a tool
 _STEPS_FOR_USER = re.compile(
-    r"\A\s*to [^.,;:\n]{3,100},\s+(you|we|i)(\s+will|'ll)?\s+(need|have|must|should)\b", re.I
+    r"\A\s*to [^.,;:\n]{3,100},\s+((you|we|i)(\s+will|'ll)?\s+(need|have|must|should)|call|use|run)\b",
+    re.I,
 )
 
 
