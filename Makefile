@@ -33,7 +33,7 @@ bench: setup
 	$(BIN)/python bench/run.py
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/guardrails.py
 
-## bench-agents: the agent task suite (issue 7), tether vs a plain loop on both embedded models (1-2 h); bench/results/agents.json
+## bench-agents: the agent task suite (issue 7), tether vs a plain loop on both embedded models (about 40 min); bench/results/agents.json
 bench-agents: setup
 	$(BIN)/python bench/agents/run.py
 
