@@ -469,3 +469,35 @@ async def test_a_model_that_numbers_its_calls_per_turn_loses_no_result() -> None
         "call_0-s2",
         "call_0-s3",
     ]
+
+
+@pytest.mark.parametrize("tool_guide", [False, True])
+async def test_an_answer_before_calling_the_tool_the_instructions_name_is_sent_back(tool_guide: bool) -> None:
+    @tool(idempotent=True)
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return "18 degrees and sunny"
+
+    model = ScriptedModel(
+        ["It is sunny in Paris.", call("get_weather", city="Paris"), "18 degrees and sunny."]
+    )
+    store = MemoryStore()
+    agent = Agent(
+        "w",
+        instructions="Call get_weather, then answer in one sentence.",
+        tools=[get_weather, calculator],  # the guide's "call a calculator tool" names no tool of the agent's
+        tool_guide=tool_guide,
+        model=model,
+    )
+    result = await Runner(store).run(agent, "What is the weather in Paris?")
+    assert result.ok and result.output == "18 degrees and sunny."
+    (rejected,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
+    assert rejected.reason == "no tool was called, though the instructions name get_weather"
+    assert rejected.then == "tool"
+
+
+async def test_the_tool_guide_naming_a_calculator_does_not_count_as_the_instructions_naming_it() -> None:
+    model = ScriptedModel(["Hello! I can look orders up."])
+    agent = Agent("a", instructions="Be brief.", tools=[calculator], tool_guide=True, model=model)
+    result = await Runner(MemoryStore()).run(agent, "Hello, what can you do?")
+    assert result.ok and result.output == "Hello! I can look orders up."

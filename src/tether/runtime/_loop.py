@@ -1975,6 +1975,17 @@ class Runner:
                 reason = (
                     f"no tool was called, so nothing in the answer comes from a tool result about {named}"
                 )
+            else:
+                # or a read the instructions or the request name ("Call get_weather, then answer")
+                # (the tool guide's "call a calculator tool" is tether's text, not the agent's)
+                told = f"{state.started.instructions.replace(TOOL_GUIDE, '')}\n{state.started.input}"
+                asked = [
+                    t.name
+                    for t in tools.values()
+                    if _reads(t) and re.search(rf"(?<![\w]){re.escape(t.name)}(?![\w])", told)
+                ]
+                if asked:
+                    reason = f"no tool was called, though the instructions name {asked[0]}"
         reference = None
         if reason is None and check_values:
             reference = _unresolved_reference(state, tools, text)
