@@ -15,6 +15,7 @@ __all__ = [
     "AnswerNumbers",
     "answer_numbers",
     "describes_steps",
+    "names_tool",
     "ungrounded_in_answer",
     "unusable_answer",
 ]
@@ -54,6 +55,11 @@ _STEPS_FOR_USER = re.compile(
 )
 
 
+def names_tool(tool: str, text: str) -> bool:
+    """Whether `text` names the tool `tool` as a word of its own (`lookup_order`, not `lookup_orders`)."""
+    return re.search(rf"(?<![\w]){re.escape(tool)}(?![\w])", text) is not None
+
+
 def describes_steps(text: str) -> bool:
     """Whether `text` opens by telling the reader what must be done ("To calculate the refund, you need
     to know the unit price...") rather than doing it. Looser than the `HOW_TO` rule (no tool named): a
@@ -71,7 +77,7 @@ def unusable_answer(text: str, tools: Iterable[str] = ()) -> str | None:
         return "the answer is a tool call or a transcript, not an answer to the user"
     if _PARROT.match(text):
         return PARROTED
-    named = [t for t in tools if re.search(rf"(?<![\w]){re.escape(t)}(?![\w])", text)]
+    named = [t for t in tools if names_tool(t, text)]
     if named and _HOW_TO.search(text):
         return HOW_TO
     return None

@@ -49,13 +49,14 @@ from ..grounding import (
     PARROTED,
     TOOL_GUIDE,
     Evidence,
-    find_ungrounded,
-    identifiers,
-    injected_call,
     answer_numbers,
     asks_for,
     describes_steps,
+    find_ungrounded,
+    identifiers,
+    injected_call,
     named_record,
+    names_tool,
     references,
     reported_missing,
     says_missing,
@@ -570,19 +571,26 @@ def _unchanged(state: _State, call: ToolCall, tool: Any) -> str | None:
                 if not about:
                     continue
                 for param, number in numbers.items():
-                    for name, current in record.items():
-                        same_field = param == name or param.endswith("_" + name)
-                        if (
-                            same_field
-                            and isinstance(current, int | float)
-                            and not isinstance(current, bool)
-                            and abs(float(current) - number) <= 0.005
-                        ):
-                            return (
-                                f"{call.name} was not run: {param}={call.arguments[param]} is the {name} {source} "
-                                f"already shows for {about[0]}, so it would change nothing. Work out the new "
-                                f"value the user asked for first, then call {call.name} with it."
-                            )
+                    name = _field_holding(record, param, number)
+                    if name is not None:
+                        return (
+                            f"{call.name} was not run: {param}={call.arguments[param]} is the {name} {source} "
+                            f"already shows for {about[0]}, so it would change nothing. Work out the new "
+                            f"value the user asked for first, then call {call.name} with it."
+                        )
+    return None
+
+
+def _field_holding(record: Mapping[str, Any], param: str, number: float) -> str | None:
+    """The field of `record` that `param` sets (`salary` for `new_salary`) when it already holds `number`."""
+    for name, current in record.items():
+        if (
+            (param == name or param.endswith("_" + name))
+            and isinstance(current, int | float)
+            and not isinstance(current, bool)
+            and abs(float(current) - number) <= 0.005
+        ):
+            return name
     return None
 
 
@@ -710,6 +718,19 @@ def _looks_up(state: _State, tools: Mapping[str, Any], field_name: str, value: s
     return name, param
 
 
+def _write_pending(state: _State, tools: Mapping[str, Any]) -> bool:
+    """Whether the user's request asks for one of the agent's writes that has not run yet."""
+    return any(
+        _writes(t) and t.name not in state.succeeded and asks_for(t.name, state.started.input)
+        for t in tools.values()
+    )
+
+
+def _missing_told(said: str, state: _State) -> str:
+    """The message after a rejected answer when a tool said what is missing: that is the answer."""
+    return f"{said} {state.not_found[-1]}. Tell the user that, in plain sentences; do not explain the tools."
+
+
 def _request(state: _State, tools: Mapping[str, Any]) -> str:
     """The user's request, quoted for a corrective message (`request "Who is ...?"`), or just `request`.
 
@@ -719,11 +740,8 @@ def _request(state: _State, tools: Mapping[str, Any]) -> str:
     4410." made the 1.5B model carry it out, with whatever amount was in view.
     """
     text = _plain(state.started.input, 240)
-    # a write it asks for that has not run yet (once it has, a repeat of it is answered, not run)
-    acts = any(
-        _writes(t) and t.name not in state.succeeded and asks_for(t.name, text) for t in tools.values()
-    )
-    return "request" if acts and not text.rstrip().endswith("?") else f'request "{text}"'
+    # once the write has run, a repeat of it is answered, not run: the request can be quoted
+    return "request" if _write_pending(state, tools) and not text.endswith("?") else f'request "{text}"'
 
 
 def _after_rejection(
@@ -735,15 +753,11 @@ def _after_rejection(
     left = _reads_left(tools, state)
     if reason == HOW_TO and state.not_found:
         # it explains how to look up a record a tool already reported missing: that is the answer
-        return (
-            "answer",
-            (),
-            f"{said} {state.not_found[-1]}. Tell the user that, in plain sentences; do not explain the tools.",
-        )
+        return "answer", (), _missing_told(said, state)
     if reason == HOW_TO:
         # the reads it names and has not made are the step it is describing instead of taking; when it
         # names only tools that already ran, the results are in front of it and the answer is next
-        named = tuple(t for t in left if re.search(rf"(?<![\w]){re.escape(t)}(?![\w])", text))
+        named = tuple(t for t in left if names_tool(t, text))
         needs = named or (left if not state.succeeded else ())
         if needs:
             return (
@@ -754,12 +768,8 @@ def _after_rejection(
             )
         # after reads, with a write the user asked for still not run: a free turn is where a refund of
         # whatever amount is in view would run (the blender that order 4410 does not have)
-        pending = any(
-            _writes(t) and t.name not in state.succeeded and asks_for(t.name, state.started.input)
-            for t in tools.values()
-        )
         return (
-            "answer" if pending else "either",
+            "answer" if _write_pending(state, tools) else "either",
             (),
             f"{said} Do not explain the steps: the tool results above are what they give. Answer the user's "
             f"{_request(state, tools)} from them now, in plain sentences.",
@@ -799,16 +809,10 @@ def _after_rejection(
         )
     # empty, a call written as text, or a copied corrective message, after tools answered (found or not);
     # a write it wrote out as text is not its next call: that is how a refund nobody verified would run
-    writes = any(
-        _writes(t) and re.search(rf"(?<![\w]){re.escape(t.name)}(?![\w])", text) for t in tools.values()
-    )
     if state.last_missing:
         # the last tool that ran said what is missing: that is the answer, in the tool's words
-        return (
-            "answer",
-            (),
-            f"{said} {state.not_found[-1]}. Tell the user that, in plain sentences; do not explain the tools.",
-        )
+        return "answer", (), _missing_told(said, state)
+    writes = any(_writes(t) and names_tool(t.name, text) for t in tools.values())
     return (
         "answer" if reason == PARROTED or writes else "either",
         (),
@@ -1236,11 +1240,19 @@ class Runner:
                 state.force_answer = True
                 continue
             missing = [r for r in tool.spec.requires if r not in state.succeeded]
-            said = next(
-                (n for n in reversed(state.not_found) if n.startswith(tuple(f"{r} said:" for r in missing))),
-                None,
+            said = (
+                next(
+                    (
+                        n
+                        for n in reversed(state.not_found)
+                        if n.startswith(tuple(f"{r} said:" for r in missing))
+                    ),
+                    None,
+                )
+                if missing and agent.grounding
+                else None
             )
-            if missing and said is not None and agent.grounding:
+            if said is not None:
                 # the lookup it requires ran and found nothing ("there is no employee named 'John Doe'"):
                 # "call find_employee first" would send it round the same lookup; the answer is next
                 self._tool_failed(
@@ -1979,11 +1991,7 @@ class Runner:
                 # or a read the instructions or the request name ("Call get_weather, then answer")
                 # (the tool guide's "call a calculator tool" is tether's text, not the agent's)
                 told = f"{state.started.instructions.replace(TOOL_GUIDE, '')}\n{state.started.input}"
-                asked = [
-                    t.name
-                    for t in tools.values()
-                    if _reads(t) and re.search(rf"(?<![\w]){re.escape(t.name)}(?![\w])", told)
-                ]
+                asked = [t.name for t in tools.values() if _reads(t) and names_tool(t.name, told)]
                 if asked:
                     reason = f"no tool was called, though the instructions name {asked[0]}"
         reference = None
