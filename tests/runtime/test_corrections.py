@@ -259,6 +259,61 @@ async def test_a_write_that_sets_the_value_a_lookup_already_shows_is_refused() -
     )
 
 
+@pytest.mark.parametrize(
+    ("answer", "sent_back"),
+    [
+        ("Her new salary would be $90,200.", True),  # the raise worked out, never written
+        ("I could not change her salary; it stays at 82000.", False),  # says nothing changed
+        ("Her raise is 8,200 a year.", False),  # not a new salary: the size of the raise
+    ],
+)
+async def test_a_new_value_stated_after_its_write_was_refused_as_a_no_op_is_sent_to_the_write(
+    answer: str, sent_back: bool
+) -> None:
+    writes: list[float] = []
+
+    @tool(idempotent=True)
+    def find_employee(name: str) -> dict:
+        """Find an employee by name."""
+        return {"employee_id": "E-1021", "name": name, "salary": 82000}
+
+    @tool(risk="high", reversible=False, requires=("find_employee",))
+    def update_salary(employee_id: str, new_salary: float) -> dict:
+        """Set an employee's salary."""
+        writes.append(new_salary)
+        return {"employee_id": employee_id, "salary": new_salary}
+
+    model = ScriptedModel(
+        [
+            call("find_employee", name="Priya Raman"),
+            call("update_salary", employee_id="E-1021", new_salary=82000),  # the current value: refused
+            answer,
+            call("calculator", expression="82000 * 1.1"),
+            call("update_salary", employee_id="E-1021", new_salary=90200.0),
+            "Her new salary is $90,200.",
+        ]
+    )
+    store = MemoryStore()
+    every_tier_runs = TierPolicy(
+        tiers={"medium": "run", "high": "run", "critical": "run"}, confidence_floor=0.0
+    )
+    agent = Agent("hr", tools=[find_employee, update_salary, calculator], model=model, policy=every_tier_runs)
+    result = await Runner(store).run(agent, "Give Priya Raman a 10% raise and tell me her new salary.")
+    rejected = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
+    if not sent_back:
+        assert result.output == answer and writes == [] and not rejected
+        return
+    assert result.ok and result.output == "Her new salary is $90,200." and writes == [90200.0]
+    (told,) = rejected
+    assert told.reason.startswith("the answer states a new value that no write has made (update_salary)")
+    assert told.then == "tool"
+    assert (
+        "update_salary has not run, so nothing was changed (new_salary is still 82000 for employee_id=E-1021)"
+        in (told.message)
+    )
+    assert model.request_settings[3].tool_choice == "required"  # the turn after it must call a tool
+
+
 async def test_a_guessed_value_after_the_asked_record_was_not_found_gets_the_answer_to_give() -> None:
     @tool(idempotent=True)
     def convert_currency(amount: float, to_currency: str) -> dict:

@@ -6,6 +6,7 @@ from ._answers import AnswerNumbers as AnswerNumbers
 from ._answers import answer_numbers as answer_numbers
 from ._answers import describes_steps as describes_steps
 from ._answers import names_tool as names_tool
+from ._answers import stated_numbers as stated_numbers
 from ._answers import ungrounded_in_answer as ungrounded_in_answer
 from ._answers import unusable_answer as unusable_answer
 from ._entities import identifiers as identifiers
@@ -40,6 +41,7 @@ __all__ = [
     "references",
     "reported_missing",
     "says_missing",
+    "stated_numbers",
     "ungrounded_in_answer",
     "unusable_answer",
 ]

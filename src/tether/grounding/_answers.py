@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 
 from ._arithmetic import derive
 from ._provenance import _IDENT, _NUMBER, Evidence, _numbers
@@ -16,6 +18,7 @@ __all__ = [
     "answer_numbers",
     "describes_steps",
     "names_tool",
+    "stated_numbers",
     "ungrounded_in_answer",
     "unusable_answer",
 ]
@@ -96,18 +99,29 @@ class AnswerNumbers:
     derived: tuple[str, ...] = ()
 
 
-def answer_numbers(text: str, evidence: Evidence, *, arithmetic: bool = True) -> AnswerNumbers:
-    """Trace every number `text` states to `evidence`; with `arithmetic`, a number one step of arithmetic
-    on two seen numbers gives is grounded too (`derive`), and its derivation is returned."""
+def _stated(text: str) -> Iterator[re.Match[str]]:
+    """The numbers `text` states: not a list's item markers, not digits inside an identifier (`E-1021`)."""
     inside_idents = [m.span() for m in _IDENT.finditer(text) if re.search(r"[A-Za-z]", m.group(0))]
-    ungrounded: list[str] = []
-    derived: list[str] = []
     markers = {m.end() for m in _LIST_MARKER.finditer(text)}
     for m in _NUMBER.finditer(text):
         if m.end() in markers or m.end() + 1 in markers:
             continue
         if any(a <= m.start() and m.end() <= b for a, b in inside_idents):
             continue
+        yield m
+
+
+def stated_numbers(text: str) -> list[Decimal]:
+    """The numbers an answer states, as values (`90,200` is 90200), in order."""
+    return [n for m in _stated(text) for n in itertools.islice(_numbers(m.group(0)), 1)]
+
+
+def answer_numbers(text: str, evidence: Evidence, *, arithmetic: bool = True) -> AnswerNumbers:
+    """Trace every number `text` states to `evidence`; with `arithmetic`, a number one step of arithmetic
+    on two seen numbers gives is grounded too (`derive`), and its derivation is returned."""
+    ungrounded: list[str] = []
+    derived: list[str] = []
+    for m in _stated(text):
         value = m.group(0).strip()
         if value in ungrounded:
             continue

@@ -26,6 +26,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 import anyio
@@ -60,6 +61,7 @@ from ..grounding import (
     references,
     reported_missing,
     says_missing,
+    stated_numbers,
     unusable_answer,
 )
 from ..guardrails import (
@@ -174,6 +176,9 @@ class _State:
     """Tools that have run in this run, returned or raised: the ones left are where a missing value is."""
     missing: dict[str, str] = field(default_factory=dict)
     """Identifiers (casefolded) a tool reported do not exist, with what it said."""
+    unchanged: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Writes refused as changing nothing (`NoChange`) and not run since: per tool, the refused arguments
+    (whose numbers are the record's current values)."""
     tool_texts: list[str] = field(default_factory=list)
     """What tools returned (results and raised errors): where an injected instruction would be."""
     texts_by: dict[str, list[str]] = field(default_factory=dict)
@@ -351,6 +356,10 @@ class _State:
                 self.results[key] = content
         if is_error and kind in _FOLDED:
             self.refused.add(call_id)
+        if is_error and error_type == _NO_CHANGE and isinstance(arguments, dict):
+            self.unchanged[tool] = arguments
+        elif not is_error:
+            self.unchanged.pop(tool, None)
         if is_error and kind == "repeated":
             self.answered.add(call_id)
         if not is_error or kind == "raised":
@@ -449,6 +458,7 @@ def _first_evidence(started: RunStarted) -> Evidence:
 # a call refused by a person, a guardrail or the kill switch stays in view
 _FOLDED = frozenset({"ungrounded", "precondition", "repeated", "invalid_arguments", "unknown_tool"})
 _RECORD_MISSING = "RecordMissing"
+_NO_CHANGE = "NoChange"
 """The `error_type` of a write refused because a tool reported its record missing."""
 # errors a tool raises that asking again with the same arguments cannot change (unlike a timeout or a
 # dropped connection): a repeat of the call is answered with the error instead of run again
@@ -662,6 +672,29 @@ _QUANTITY = re.compile(r"\bhow\s+(much|many)\b", re.I)
 _STATES_QUANTITY = re.compile(r"\d|\b(no|none|zero|nothing|free)\b", re.I)
 
 _REFERENCE = "the answer stops at a record's id that a tool of the agent looks up"
+_NOT_WRITTEN = "the answer states a new value that no write has made"
+
+
+def _new_value_not_written(state: _State, text: str) -> tuple[str, str] | None:
+    """A write refused as changing nothing (`NoChange`: the model wrote the current salary back) and
+    not run since, when the answer states a new value of the same size ("her new salary is 90,200"):
+    the change the user asked for was worked out but never made. Returns the tool and what it would
+    have changed ("new_salary is still 82000 for E-1021")."""
+    for tool_name, arguments in state.unchanged.items():
+        stated = stated_numbers(text)
+        for param, current in arguments.items():
+            if not isinstance(current, int | float) or isinstance(current, bool) or current <= 0:
+                continue
+            # the size of a new salary, price or count, not the raise or a percentage of it
+            if any(n != Decimal(str(current)) and 0.5 <= float(n) / current <= 2 for n in stated):
+                about = ", ".join(f"{k}={v}" for k, v in arguments.items() if k != param)
+                return (
+                    tool_name,
+                    f"{param} is still {current} for {about}" if about else f"{param} is still {current}",
+                )
+    return None
+
+
 """Why an answer was sent back that hands the user an id from a tool result ("contact customer C-442")
 where one more lookup gives what the id stands for: small models stop one hop short."""
 
@@ -1318,7 +1351,7 @@ class Runner:
                     continue
                 unchanged = _unchanged(state, call, tool)
                 if unchanged is not None:
-                    self._tool_failed(state, call, "precondition", "NoChange", unchanged)
+                    self._tool_failed(state, call, "precondition", _NO_CHANGE, unchanged)
                     continue
                 injected = injected_call(
                     call.name, request=state.started.input, tool_results=state.tool_texts
@@ -1999,6 +2032,11 @@ class Runner:
             reference = _unresolved_reference(state, tools, text)
             if reference is not None:
                 reason, soft = f"{_REFERENCE} ({reference[0]})", True
+        not_written = None
+        if reason is None and check_values and _NOT_WRITTEN not in state.reasons:
+            not_written = _new_value_not_written(state, text)
+            if not_written is not None:
+                reason, soft = f"{_NOT_WRITTEN} ({not_written[0]})", True
         if reason is None and tools and HOW_TO not in state.reasons and describes_steps(text):
             reason, soft = HOW_TO, True  # the steps told to the user without naming a tool: once per run
         if (
@@ -2023,6 +2061,14 @@ class Runner:
                 f"Your answer was not shown to the user: {value} is the {field_name} a tool returned, not the "
                 f"answer itself. Call {tool_name} with {param}={value!r} to look it up, then answer the user's "
                 f"{_request(state, tools)} from what it returns."
+            )
+        elif not_written is not None:
+            tool_name, current = not_written
+            then, needs = "tool", ()
+            message = (
+                f"Your answer was not shown to the user: {tool_name} has not run, so nothing was changed "
+                f"({current}). If the user asked for a new value, work it out with a tool, then call "
+                f"{tool_name} with it; if it cannot be done, say that nothing was changed."
             )
         elif reason == _NO_NUMBER:
             then, needs = "either", ()
