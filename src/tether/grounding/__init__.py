@@ -9,7 +9,10 @@ from ._answers import names_tool as names_tool
 from ._answers import stated_numbers as stated_numbers
 from ._answers import ungrounded_in_answer as ungrounded_in_answer
 from ._answers import unusable_answer as unusable_answer
+from ._currency import Mislabelled as Mislabelled
+from ._currency import mislabelled_amount as mislabelled_amount
 from ._entities import identifiers as identifiers
+from ._entities import json_records as json_records
 from ._entities import named_record as named_record
 from ._entities import references as references
 from ._entities import reported_missing as reported_missing
@@ -29,6 +32,7 @@ __all__ = [
     "AnswerNumbers",
     "Evidence",
     "InjectedCall",
+    "Mislabelled",
     "Ungrounded",
     "answer_numbers",
     "asks_for",
@@ -36,6 +40,8 @@ __all__ = [
     "find_ungrounded",
     "identifiers",
     "injected_call",
+    "json_records",
+    "mislabelled_amount",
     "named_record",
     "names_tool",
     "references",

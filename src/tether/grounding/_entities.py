@@ -21,7 +21,7 @@ from typing import Any
 
 from ._provenance import _IDENT, Evidence, leaves
 
-__all__ = ["identifiers", "named_record", "references", "reported_missing", "says_missing"]
+__all__ = ["identifiers", "json_records", "named_record", "references", "reported_missing", "says_missing"]
 
 # how tools and people say a record is not there
 _MISSING = re.compile(
@@ -72,6 +72,16 @@ def references(content: str) -> Iterator[tuple[str, str]]:
             yield field, value.strip()
 
     yield from walk(data, "")
+
+
+def json_records(value: Any) -> Iterator[Mapping[str, Any]]:
+    """Every JSON object in a parsed tool result, nested ones included."""
+    if isinstance(value, Mapping):
+        yield value
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            yield from json_records(item)
 
 
 def says_missing(text: str) -> bool:

@@ -24,7 +24,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal, Protocol
@@ -56,6 +56,8 @@ from ..grounding import (
     find_ungrounded,
     identifiers,
     injected_call,
+    json_records,
+    mislabelled_amount,
     named_record,
     names_tool,
     references,
@@ -542,16 +544,6 @@ def _writes(tool: Any) -> bool:
     return tool.spec.risk != "low" or not tool.spec.reversible or bool(tool.spec.requires)
 
 
-def _records(value: Any) -> Iterator[Mapping[str, Any]]:
-    """Every JSON object in a parsed tool result, nested ones included."""
-    if isinstance(value, Mapping):
-        yield value
-        value = list(value.values())
-    if isinstance(value, list):
-        for item in value:
-            yield from _records(item)
-
-
 def _unchanged(state: _State, call: ToolCall, tool: Any) -> str | None:
     """Why a write may not run: it sets a number to the value a lookup already shows for the same record
     (`update_salary(E-1021, new_salary=82000)` when E-1021's salary is 82000). A small model asked for a
@@ -576,7 +568,7 @@ def _unchanged(state: _State, call: ToolCall, tool: Any) -> str | None:
                 parsed = json.loads(text)
             except ValueError:
                 continue
-            for record in _records(parsed):
+            for record in json_records(parsed):
                 about = [v for v in record.values() if isinstance(v, str) and v.strip().casefold() in idents]
                 if not about:
                     continue
@@ -673,6 +665,7 @@ _STATES_QUANTITY = re.compile(r"\d|\b(no|none|zero|nothing|free)\b", re.I)
 
 _REFERENCE = "the answer stops at a record's id that a tool of the agent looks up"
 _NOT_WRITTEN = "the answer states a new value that no write has made"
+_MISLABELLED = "the answer gives an amount in another currency than its source"
 
 
 def _new_value_not_written(state: _State, text: str) -> tuple[str, str] | None:
@@ -2000,6 +1993,12 @@ class Runner:
             values, state.derived = list(numbers.ungrounded), numbers.derived
             if values:
                 reason = f"the answer states {', '.join(values)}, which appear in no tool result and not in the request"
+        mislabelled = None
+        if reason is None and check_values:
+            results = [(tool, text) for tool, texts in state.texts_by.items() for text in texts]
+            mislabelled = mislabelled_amount(text, results)
+            if mislabelled is not None:
+                reason = f"{_MISLABELLED} ({mislabelled.describe()})"
         if reason is None:
             # a recipe for calling the tools, checked last: invented values in it are the more specific
             # fault, and their message ("use the tools to get the real values") is what made the demo's
@@ -2061,6 +2060,20 @@ class Runner:
                 f"Your answer was not shown to the user: {value} is the {field_name} a tool returned, not the "
                 f"answer itself. Call {tool_name} with {param}={value!r} to look it up, then answer the user's "
                 f"{_request(state, tools)} from what it returns."
+            )
+        elif mislabelled is not None:
+            # the tools that take a currency are how an amount changes currency (convert_currency)
+            converters = tuple(
+                t.name
+                for t in tools.values()
+                if _reads(t) and any("currency" in p for p in t.definition.parameters.get("properties", {}))
+            )
+            then, needs = ("tool", converters) if converters else ("either", ())
+            how = f"convert it with {' or '.join(converters[:2])}" if converters else "convert it"
+            message = (
+                f"Your answer was not shown to the user: {mislabelled.describe()}. An amount keeps its "
+                f"currency: {how} if the user wants it in {mislabelled.said}, or give it in "
+                f"{mislabelled.source}."
             )
         elif not_written is not None:
             tool_name, current = not_written
