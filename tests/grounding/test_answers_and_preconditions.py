@@ -10,6 +10,7 @@ from tether.grounding import PARROTED, Evidence, ungrounded_in_answer, unusable_
 from tether.journal import AnswerRejected, MemoryStore, ToolFailed
 from tether.models import UserMessage
 from tether.testing import ScriptedModel, call
+from tether.tools import Seen
 
 pytestmark = pytest.mark.anyio
 
@@ -135,3 +136,78 @@ def test_recipes_quoting_the_tool_name_or_opening_with_the_steps_are_recognised(
     assert describes_steps("To refund the blender, you need to first look up the order details.")
     assert not describes_steps("To summarise: revenue grew 12%.")
     assert not describes_steps("The refund is $75.80.")
+
+
+# -- a tool's own precondition (`check=`) ------------------------------------------------------------
+
+
+def _stock_tools(reserved: list[tuple[str, int]]):
+    @tool(idempotent=True)
+    def check_stock(sku: str) -> dict:
+        """Units in stock per warehouse."""
+        return {"sku": sku.upper(), "units_by_warehouse": {"Leeds": 2, "York": 5}}
+
+    def enough_in_stock(arguments: dict, seen: Seen) -> str | None:
+        for lookup in seen.results("check_stock", sku=arguments["sku"]):
+            units = lookup.result["units_by_warehouse"].get(arguments["warehouse"])
+            if units is not None and arguments["quantity"] > units:
+                return f"{arguments['warehouse']} has only {units} units of {arguments['sku']}"
+        return None
+
+    @tool(risk="medium", requires=("check_stock",), check=enough_in_stock)
+    def reserve_stock(sku: str, quantity: int, warehouse: str) -> str:
+        """Reserve units in one warehouse (the stock system takes back-orders)."""
+        reserved.append((warehouse, quantity))
+        return f"reserved {quantity}"
+
+    return check_stock, reserve_stock
+
+
+async def test_a_tools_own_check_refuses_a_call_before_it_runs_and_tells_the_model_why() -> None:
+    reserved: list[tuple[str, int]] = []
+    model = ScriptedModel(
+        [
+            call("check_stock", sku="cs-402"),
+            call("reserve_stock", sku="CS-402", quantity=5, warehouse="Leeds"),  # past the 2 in Leeds
+            call("reserve_stock", sku="CS-402", quantity=2, warehouse="Leeds"),
+            "Reserved the 2 in Leeds; Leeds had only 2.",
+        ]
+    )
+    store = MemoryStore()
+    a = Agent("stock", tools=list(_stock_tools(reserved)), model=model, policy=None)
+    result = await Runner(store).run(
+        a, "Reserve 5 Copper Saucepans (CS-402) in Leeds, or as many as there are."
+    )
+    assert result.ok and reserved == [("Leeds", 2)]
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert (refused.kind, refused.error_type) == ("precondition", "CheckFailed")
+    assert refused.message == (
+        "reserve_stock was not run, and nothing was changed: Leeds has only 2 units of CS-402. Tell the user."
+    )
+    # what the model was told is what the journal says, and a resumed run sees the same
+    assert any("Leeds has only 2 units of CS-402" in str(m.content) for m in model.requests[2])
+
+
+async def test_a_check_that_raises_refuses_the_call() -> None:
+    ran: list[str] = []
+
+    def broken(arguments: dict, seen: Seen) -> str | None:
+        raise KeyError("units")
+
+    @tool(risk="medium", check=broken)
+    def reserve(sku: str) -> str:
+        """Reserve."""
+        ran.append(sku)
+        return "ok"
+
+    store = MemoryStore()
+    a = Agent("stock", tools=[reserve], model=ScriptedModel([call("reserve", sku="CS-402"), "Could not."]))
+    result = await Runner(store).run(a, "Reserve CS-402.")
+    assert result.ok and ran == []
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert "its precondition could not be checked (KeyError: 'units')" in refused.message
+
+
+def test_a_check_must_be_a_function() -> None:
+    with pytest.raises(ConfigError, match="check must be a function"):
+        tool(check="enough_in_stock")(lambda sku: sku)  # type: ignore[arg-type]

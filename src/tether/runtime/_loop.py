@@ -114,7 +114,7 @@ from ..models import (
     UserMessage,
 )
 from ..telemetry import get_logger, redact_for_log
-from ..tools import ToolContext, render_output
+from ..tools import Seen, ToolContext, render_output
 from ._context import estimate_tokens, fit_context, fold_corrections
 
 __all__ = ["RunObserver", "Runner", "new_run_id"]
@@ -186,6 +186,8 @@ class _State:
     texts_by: dict[str, list[str]] = field(default_factory=dict)
     """Per tool, the contents of its successful results: which records a `requires=` lookup showed,
     and where a number fed back to a tool came from."""
+    lookups: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
+    """Every successful call as (tool, arguments, content), in order: what `check=` preconditions read."""
     results: dict[tuple[str, str], str] = field(default_factory=dict)
     """What each (tool, canonical arguments) returned, so that a repeated call is answered, not re-run."""
     started_args: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -354,6 +356,8 @@ class _State:
             self.evidence.add(content)
             self.succeeded.add(tool)
             self.texts_by.setdefault(tool, []).append(content)
+            if isinstance(arguments, dict):
+                self.lookups.append((tool, arguments, content))
             if key is not None:
                 self.results[key] = content
         if is_error and kind in _FOLDED:
@@ -618,6 +622,19 @@ def _unverified(state: _State, call: ToolCall, tool: Any) -> tuple[str, tuple[st
                     tuple(required),
                 )
     return None
+
+
+def _checked(tool: Any, arguments: dict[str, Any], state: _State) -> str | None:
+    """Why the tool's own `check=` precondition refuses the call (None: it may run). A check that raises
+    refuses it too: a rule that cannot be evaluated has not been met."""
+    try:
+        why = tool.spec.check(dict(arguments), Seen(state.lookups))
+    except Exception as exc:  # a bug in the developer's check must not let the call through
+        _log.warning("a tool's check raised", tool=tool.name, error=repr(exc))
+        why = f"its precondition could not be checked ({type(exc).__name__}: {exc})"
+    if why is None:
+        return None
+    return f"{tool.name} was not run, and nothing was changed: {str(why).rstrip('.')}. Tell the user."
 
 
 def _canonical(arguments: dict[str, Any] | str) -> str:
@@ -1361,6 +1378,11 @@ class Runner:
                         escalated = (
                             f"only a tool result asked for {call.name}, not the user ({injected.source!r})"
                         )
+            if tool.spec.check is not None and isinstance(call.arguments, dict):
+                refused = _checked(tool, call.arguments, state)
+                if refused is not None:
+                    self._tool_failed(state, call, "precondition", "CheckFailed", refused)
+                    continue
             if self.governance is not None and self.governance.kill_switch is not None:
                 killed = await self.governance.kill_switch.check(agent.name, call.name, state.started.user_id)
                 if not killed.allowed:

@@ -6,7 +6,7 @@ import functools
 import inspect
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_type_hints, overload
 
@@ -18,7 +18,7 @@ from pydantic.fields import FieldInfo
 from ..exceptions import ConfigError, ToolArgumentsError, ToolTimeout
 from ..models import ToolDefinition
 
-__all__ = ["Risk", "Tool", "ToolContext", "ToolSpec", "render_output", "tool"]
+__all__ = ["Lookup", "Risk", "Seen", "Tool", "ToolContext", "ToolSpec", "render_output", "tool"]
 
 Risk = Literal["low", "medium", "high", "critical"]
 
@@ -42,6 +42,12 @@ class ToolSpec:
         chains: the tool may be called with a number it returned itself (a calculator working in steps,
             paging by offset). Otherwise such a call is refused as a model going round in circles
             (converting an amount there and back) and the model is asked to answer.
+        check: a precondition the tool declares on its arguments and on what earlier tools returned:
+            `check(arguments, seen) -> str | None`, where `seen` is a `Seen` of this run's successful
+            results. A string refuses the call before it runs (journaled as a `precondition` failure)
+            and is told to the model as the reason; None lets it run. For rules the tool's own system
+            does not enforce: a stock system that takes back-orders, where a reservation past the
+            units a lookup showed is a mistake.
     """
 
     risk: Risk = "low"
@@ -52,6 +58,44 @@ class ToolSpec:
     free_text: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
     chains: bool = False
+    check: Callable[[dict[str, Any], Seen], str | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """One successful tool call of a run: its arguments and its result (parsed JSON, else the text)."""
+
+    arguments: dict[str, Any]
+    result: Any
+
+
+class Seen:
+    """What a run's tools have returned so far, for a tool's `check=` precondition to read."""
+
+    __slots__ = ("_lookups",)
+
+    def __init__(self, lookups: Sequence[tuple[str, dict[str, Any], str]] = ()) -> None:
+        self._lookups = tuple(lookups)
+
+    def results(self, tool: str, **arguments: Any) -> list[Lookup]:
+        """The successful results of `tool`, newest first; with `arguments`, only calls made with those
+        values (strings compared without case or surrounding space: `cs-402` is `CS-402`)."""
+        found = []
+        for name, args, content in reversed(self._lookups):
+            if name != tool or any(not _same(args.get(k), v) for k, v in arguments.items()):
+                continue
+            try:
+                result = json.loads(content)
+            except ValueError:
+                result = content
+            found.append(Lookup(arguments=dict(args), result=result))
+        return found
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, str) and isinstance(b, str):
+        return a.strip().casefold() == b.strip().casefold()
+    return bool(a == b)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -279,6 +323,7 @@ def tool(
     free_text: tuple[str, ...] | list[str] = (),
     requires: tuple[str, ...] | list[str] = (),
     chains: bool = False,
+    check: Callable[[dict[str, Any], Seen], str | None] | None = None,
     run_in_thread: bool | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
@@ -295,6 +340,7 @@ def tool(
     free_text: tuple[str, ...] | list[str] = (),
     requires: tuple[str, ...] | list[str] = (),
     chains: bool = False,
+    check: Callable[[dict[str, Any], Seen], str | None] | None = None,
     run_in_thread: bool | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a function (sync or async) into a `Tool`.
@@ -318,6 +364,8 @@ def tool(
         raise ConfigError(f"risk must be one of low, medium, high, critical; got {risk!r}")
     if timeout_s <= 0:
         raise ConfigError(f"timeout_s must be positive; got {timeout_s!r}")
+    if check is not None and not callable(check):
+        raise ConfigError(f"check must be a function (arguments, seen) -> str | None; got {check!r}")
     spec = ToolSpec(
         risk=risk,
         reversible=reversible,
@@ -327,6 +375,7 @@ def tool(
         free_text=tuple(free_text),
         requires=tuple(requires),
         chains=chains,
+        check=check,
     )
 
     def wrap(f: Callable[..., Any]) -> Tool:
