@@ -12,7 +12,7 @@ PUBLIC = {
         "SystemClock", "TetherError", "ToolContext", "open_store", "run", "run_sync", "tool",
     ],
     "tether.testing": ["AnthropicServer", "FakeClock", "FaultProxy", "ScriptedModel", "call"],
-    "tether.tools": ["Risk", "Tool", "ToolContext", "ToolSpec", "render_output", "tool"],
+    "tether.tools": ["Lookup", "Risk", "Seen", "Tool", "ToolContext", "ToolSpec", "render_output", "tool"],
     "tether.agents": ["DEFAULT_MODEL", "Agent", "Limits", "RunResult", "load_agent"],
     "tether.runtime": [
         "ReplayReport", "RunObserver", "RunState", "Runner", "check_replay", "fork", "new_run_id", "replay",
