@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY="$VENV/bin/python"
 LLAMA_VERSION=0.3.36
+# x86-64 with AVX2/FMA/F16C, not -march=native: some VMs advertise AMX (and AVX-512) in cpuid but fault
+# on the instructions (a Firecracker guest here: `ldtilecfg` raised a general protection fault on the
+# first matrix product), and a wheel pip caches may be installed on another machine of the same kind.
+CPU_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
 
 if [ ! -x "$PY" ]; then
     echo "==> creating $VENV"
@@ -24,7 +28,7 @@ if ! "$PY" -c "import llama_cpp" 2>/dev/null; then
         # Only the build's progress lines are shown; the full log is kept for when it fails.
         log=$(mktemp -t llama-build.XXXXXX.log)
         if ! CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
-            CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF}" \
+            CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF $CPU_FLAGS}" \
             "$PY" -m pip install -v "llama-cpp-python[server]==$LLAMA_VERSION" 2>&1 | tee "$log" \
             | grep --line-buffered -oE '^ *\[[0-9]+/[0-9]+\]' | awk '{ printf "\r    %s", $1; fflush() } END { print "" }'; then
             echo "llama-cpp-python failed to build; the full log is $log" >&2
