@@ -55,6 +55,23 @@ def test_invented_values_are_caught(args: dict[str, Any], expected: list[str]) -
     assert ungrounded(args, "Return 2 kettles from order 1042", ORDER) == expected
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({"sku": "COP_SAU"}, ["sku=COP_SAU"]),  # the 1.5B model's SKU for "Copper Saucepans"
+        ({"order_id": "ORD-ABC"}, ["order_id=ORD-ABC"]),
+        ({"items": [{"sku": "CER-SET"}]}, ["items[0].sku=CER-SET"]),
+        ({"sku": "KET-01"}, []),  # seen
+        ({"status": "NOT_SHIPPED"}, []),  # not an argument that takes a key: an enum-like value
+        ({"sku": "Copper Saucepan"}, []),  # a name, not a code: find_product's business
+    ],
+)
+def test_codes_without_digits_are_identifiers_where_a_key_is_wanted(
+    args: dict[str, Any], expected: list[str]
+) -> None:
+    assert ungrounded(args, "Reserve 5 Copper Saucepans in Leeds.", ORDER) == expected
+
+
 def test_percentages_supply_their_fraction() -> None:
     assert ungrounded({"rate": 0.15}, "apply a 15% discount") == []
     assert ungrounded({"rate": 15}, "apply a 15% discount") == []

@@ -29,6 +29,10 @@ __all__ = ["Evidence", "Ungrounded", "find_ungrounded"]
 _NUMBER = re.compile(r"(?<![\w.])[-+]?[$€£]?\s?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s?(%?)(?![\w])")
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-./:#@]*\d[A-Za-z0-9_\-./:#@]*|\d+[A-Za-z][A-Za-z0-9_\-]*")
 _ALWAYS = frozenset({Decimal(0), Decimal(1)})
+# capitals joined by `_` or `-` (`COP_SAU`, `CER-SET`), checked whole in an argument that takes a key
+_CODE = re.compile(r"[A-Z][A-Z0-9]*(?:[_\-][A-Z0-9]+)+")
+_DIGIT = re.compile(r"\d")  # a code with digits is an `_IDENT`, checked already
+_KEY = re.compile(r"(?:^|[._\]])(?:id|sku|code|key|ref)$|_(?:id|code|key|ref)$", re.I)
 _MAX_TEXT = 200_000  # chars of one text scanned for facts: bounds the work on huge tool outputs
 
 
@@ -176,4 +180,13 @@ def find_ungrounded(
                 found.append(Ungrounded(path=path, value=str(value)))
         elif isinstance(value, str):
             found.extend(_check_string(path, value, evidence))
+            code = value.strip()
+            if (
+                _CODE.fullmatch(code)
+                and not _DIGIT.search(code)
+                and _KEY.search(path)
+                and not evidence.has_ident(code)
+            ):
+                # a code without digits (`COP_SAU` for a SKU) is an identifier too, where one is wanted
+                found.append(Ungrounded(path=path, value=code))
     return found
