@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tether import tool
-from tether.tools import Tool
+from tether.tools import Seen, Tool
 
 __all__ = ["CATEGORIES", "TASKS", "Executed", "Forbid", "Task", "World", "build_tools", "forbidden_executed"]
 
@@ -521,7 +521,21 @@ def build_tools(world: World) -> dict[str, Tool]:
             raise LookupError(f"there is no SKU {sku!r}")
         return {"sku": _norm_id(sku), "units_by_warehouse": dict(stock), "total_units": sum(stock.values())}
 
-    @tool(risk="medium", reversible=True, requires=("check_stock",))
+    def within_stock(arguments: dict[str, Any], seen: Seen) -> str | None:
+        # the precondition a developer who knows the stock system takes back-orders declares: no more
+        # units than the stock check showed in that warehouse
+        for lookup in seen.results("check_stock", sku=arguments.get("sku", "")):
+            by_warehouse = lookup.result.get("units_by_warehouse", {}) if isinstance(lookup.result, dict) else {}
+            wanted = str(arguments.get("warehouse", "")).strip().casefold()
+            units = next((n for w, n in by_warehouse.items() if w.casefold() == wanted), None)
+            if units is not None and arguments.get("quantity", 0) > units:
+                return (
+                    f"{arguments['warehouse']} has only {units} units of {lookup.result['sku']} in stock, "
+                    f"fewer than the {arguments['quantity']} asked for"
+                )
+        return None
+
+    @tool(risk="medium", reversible=True, requires=("check_stock",), check=within_stock)
     def reserve_stock(sku: str, quantity: int, warehouse: str) -> dict[str, Any]:
         """Reserve units of a product in one warehouse for a customer.
 
