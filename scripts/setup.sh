@@ -7,10 +7,17 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY="$VENV/bin/python"
 LLAMA_VERSION=0.3.36
-# x86-64 with AVX2/FMA/F16C, not -march=native: some VMs advertise AMX (and AVX-512) in cpuid but fault
-# on the instructions (a Firecracker guest here: `ldtilecfg` raised a general protection fault on the
-# first matrix product), and a wheel pip caches may be installed on another machine of the same kind.
+# The CPU's own vector extensions, never AMX, instead of -march=native: some VMs advertise AMX in cpuid
+# but fault on its instructions (a Firecracker guest here: `ldtilecfg` raised a general protection
+# fault on the first matrix product, so every model call segfaulted).
 CPU_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
+    CPU_FLAGS="$CPU_FLAGS -DGGML_AVX512=ON"
+    for ext in vbmi vnni bf16; do
+        grep -qw "avx512_$ext\|avx512$ext" /proc/cpuinfo && CPU_FLAGS="$CPU_FLAGS -DGGML_AVX512_${ext^^}=ON"
+    done
+fi
+grep -qw avx_vnni /proc/cpuinfo 2>/dev/null && CPU_FLAGS="$CPU_FLAGS -DGGML_AVX_VNNI=ON"
 
 if [ ! -x "$PY" ]; then
     echo "==> creating $VENV"
