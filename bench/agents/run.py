@@ -9,9 +9,9 @@ The runners, on the same embedded model:
   `LlamaCppModel`: every guard of the loop on (argument provenance, `requires=` preconditions, grounded
   answers, repeated-call handling, constrained decoding). Approvals are set to let every tier run
   (`AUTONOMOUS`), so that what stops a forbidden call is a guard, not a person; guardrails are off.
-- `tether` turns the tool guide on (`Agent(tool_guide=True)`, off by default in tether).
-- `tether-noguide`: the same with `Agent(tool_guide=False)`, tether's default: every guard, but no tool
-  guide added to the instructions (not run by default; `--runners tether-noguide` measures what the guide does).
+- `tether` has the tool guide on (`Agent(tool_guide=True)`, tether's default for agents with tools).
+- `tether-noguide`: the same with `Agent(tool_guide=False)`: every guard, but no tool guide added to
+  the instructions (not run by default; `--runners tether-noguide` measures what the guide does).
 - `plain`: a plain OpenAI-style tool loop with no guards — send the conversation, run every call the
   model asks for (arguments checked against the tool's schema, as any client library does), append the
   results, stop at the first answer in words — talking over HTTP to `tether models serve` on 127.0.0.1

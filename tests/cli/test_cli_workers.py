@@ -142,7 +142,7 @@ def test_replay_shows_the_state_at_each_event(app: Path) -> None:
     run_id = _finished_run(app)
     at1 = as_json(tether(app, "runs", "replay", run_id, "--until", "1", "--json"))
     assert (at1["seq"], at1["step"], at1["finished"]) == (1, 1, None)
-    assert [m["role"] for m in at1["messages"]] == ["user", "assistant"]
+    assert [m["role"] for m in at1["messages"]] == ["system", "user", "assistant"]  # the tool guide, then the turn
     assert [c["name"] for c in at1["outstanding"]] == ["double"]
     end = as_json(tether(app, "runs", "replay", run_id, "--json"))
     assert (

@@ -28,6 +28,7 @@ from tether.exceptions import (
     ModelTimeout,
     ModelUnreachable,
 )
+from tether.grounding import TOOL_GUIDE
 from tether.journal import MemoryStore, ModelResponded, ToolCompleted, ToolFailed
 from tether.models import (
     AssistantMessage,
@@ -391,7 +392,7 @@ async def test_tool_call_round_trip_through_the_runner(
     assert result.output == "It is 18°C and sunny in Paris."
     assert [r.rejected for r in server.requests] == [None, None]
     second = server.requests[1].body
-    assert second["system"] == "Answer with the weather tool."
+    assert second["system"] == f"Answer with the weather tool.\n\n{TOOL_GUIDE}"  # the agent's, then the guide
     assert second["messages"][2] == {
         "role": "user",
         "content": [
