@@ -136,6 +136,12 @@ def test_recipes_quoting_the_tool_name_or_opening_with_the_steps_are_recognised(
     assert describes_steps("To refund the blender, you need to first look up the order details.")
     assert not describes_steps("To summarise: revenue grew 12%.")
     assert not describes_steps("The refund is $75.80.")
+    # the steps carried to their result: an answer that shows its working (the 1.5B model's, rejected
+    # once as a recipe, after which it wrote recipes until the retries ran out)
+    assert not describes_steps(
+        "To calculate the refund amount, you need to know the unit price of the kettles and the quantity. "
+        "The unit price is 37.9, and the quantity is 2. So, the calculation would be 37.9 * 2 = 75.8."
+    )
 
 
 # -- a tool's own precondition (`check=`) ------------------------------------------------------------

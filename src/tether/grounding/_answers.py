@@ -63,12 +63,17 @@ def names_tool(tool: str, text: str) -> bool:
     return re.search(rf"(?<![\w]){re.escape(tool)}(?![\w])", text) is not None
 
 
+# a calculation carried to its result: "37.9 * 2 = 75.8", "= $75.80"
+_WORKED_OUT = re.compile(r"=\s*[-+]?[$€£¥]?\s?\d")
+
+
 def describes_steps(text: str) -> bool:
     """Whether `text` opens by telling the reader what must be done ("To calculate the refund, you need
     to know the unit price...") rather than doing it. Looser than the `HOW_TO` rule (no tool named): a
     policy answer ("To get a refund, you need to return the item") reads the same, so the loop sends an
-    answer back for this once per run at most."""
-    return bool(_STEPS_FOR_USER.match(text))
+    answer back for this once per run at most. Steps carried to their result ("...so the calculation
+    would be 37.9 * 2 = 75.8.") are an answer that shows its working, not a recipe."""
+    return bool(_STEPS_FOR_USER.match(text)) and not _WORKED_OUT.search(text)
 
 
 def unusable_answer(text: str, tools: Iterable[str] = ()) -> str | None:
