@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tether import Agent, Limits, Runner, tool
+from tether.approvals import TierPolicy
 from tether.exceptions import ConfigError
 from tether.grounding import PARROTED, Evidence, ungrounded_in_answer, unusable_answer
 from tether.journal import AnswerRejected, MemoryStore, ToolFailed
@@ -217,3 +218,58 @@ async def test_a_check_that_raises_refuses_the_call() -> None:
 def test_a_check_must_be_a_function() -> None:
     with pytest.raises(ConfigError, match="check must be a function"):
         tool(check="enough_in_stock")(lambda sku: sku)  # type: ignore[arg-type]
+
+
+# -- a write on a thing its lookup does not show ---------------------------------------------------
+
+
+@tool(idempotent=True)
+def lookup_order_4410(order_id: str) -> dict:
+    """Read an order."""
+    return {"order_id": "4410", "items": [{"name": "Two-Slice Toaster", "unit_price": 49.0, "quantity": 1}]}
+
+
+@pytest.mark.parametrize(
+    ("request_text", "refunded"),
+    [
+        ("Refund the blender from order 4410.", []),  # the order has no blender
+        ("Refund the toasters from order 4410.", [49.0]),  # it has one (plural, other case)
+        ("Refund 49 dollars on order 4410.", [49.0]),  # names no thing: nothing to compare
+    ],
+)
+async def test_a_write_on_a_thing_its_lookup_does_not_show_is_refused_with_the_answer_to_give(
+    request_text: str, refunded: list[float]
+) -> None:
+    done: list[float] = []
+
+    @tool(risk="high", reversible=False, requires=("lookup_order_4410",))
+    def refund(order_id: str, amount: float) -> str:
+        """Refund an amount on an order."""
+        done.append(amount)
+        return "refunded"
+
+    model = ScriptedModel(
+        [
+            call("lookup_order_4410", order_id="4410"),
+            call("refund", order_id="4410", amount=49.0),
+            "Order 4410 has no blender, so nothing was refunded.",
+        ]
+    )
+    store = MemoryStore()
+    every_tier_runs = TierPolicy(
+        tiers={"medium": "run", "high": "run", "critical": "run"}, confidence_floor=0.0
+    )
+    a = Agent("support", tools=[lookup_order_4410, refund], model=model, policy=every_tier_runs)
+    result = await Runner(store).run(a, request_text)
+    assert result.ok and done == refunded
+    failed = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    if refunded:
+        assert failed == []
+        return
+    (refused,) = failed
+    assert refused.error_type == "RecordMissing"
+    assert refused.message == (
+        "refund was not run, and nothing was changed: the request is about the blender, and no "
+        "lookup_order_4410 result mentions a blender. Tell the user there is no blender there."
+    )
+    assert model.request_settings[2].tool_choice == "none"  # the answer is next

@@ -22,6 +22,7 @@ from ._provenance import Evidence as Evidence
 from ._provenance import Ungrounded as Ungrounded
 from ._provenance import find_ungrounded as find_ungrounded
 from ._taint import InjectedCall as InjectedCall
+from ._taint import asked_object as asked_object
 from ._taint import asks_for as asks_for
 from ._taint import injected_call as injected_call
 
@@ -35,6 +36,7 @@ __all__ = [
     "Mislabelled",
     "Ungrounded",
     "answer_numbers",
+    "asked_object",
     "asks_for",
     "describes_steps",
     "find_ungrounded",

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["InjectedCall", "asks_for", "injected_call"]
+__all__ = ["InjectedCall", "asked_object", "asks_for", "injected_call"]
 
 _WORD_SPLIT = re.compile(r"[_\-\s]+|(?<=[a-z])(?=[A-Z])")
 # action words whose usual noun or participle does not start with the verb itself (regular expressions,
@@ -72,6 +72,26 @@ def asks_for(tool: str, request: str) -> bool:
     of it (`cancel`, `cancelled` for `cancel_order`)."""
     words = _words(tool)
     return bool(words) and _asked_for(words, request)
+
+
+# the thing a request asks the write to act on, after an article and before a preposition: "Refund
+# the blender from order 4410" -> "blender"; up to three words, letters only (an id is provenance's)
+_OBJECT = r"\s+(?:the|a|an|one|that|this|my|our|his|her|their)\s+([a-z][a-z'\-]*(?:\s+[a-z][a-z'\-]*){0,2}?)\s+(?:from|in|on|of|for|to|at|off)\b"
+
+
+def asked_object(tool: str, request: str) -> str | None:
+    """What the user's `request` asks `tool` to act on, when it names it in words ("Refund the blender
+    from order 4410" -> "blender" for `refund`), else None."""
+    words = _words(tool)
+    if not words:
+        return None
+    verb = words[0]
+    stem = verb[: max(_MIN_STEM, len(verb) - 2)] if len(verb) > _MIN_STEM else verb
+    for pattern in _FORMS.get(verb, (re.escape(stem),)):
+        m = re.search(rf"\b{pattern}\w*{_OBJECT}", request.casefold())
+        if m is not None:
+            return m.group(1)
+    return None
 
 
 def _named_in(name: str, words: list[str], text: str) -> re.Match[str] | None:

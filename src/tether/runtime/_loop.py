@@ -51,6 +51,7 @@ from ..grounding import (
     TOOL_GUIDE,
     Evidence,
     answer_numbers,
+    asked_object,
     asks_for,
     describes_steps,
     find_ungrounded,
@@ -622,6 +623,26 @@ def _unverified(state: _State, call: ToolCall, tool: Any) -> tuple[str, tuple[st
                     tuple(required),
                 )
     return None
+
+
+def _absent_object(state: _State, tool: Any) -> str | None:
+    """Why a write the user asked for may not run: it acts on a thing the request names ("Refund the
+    blender from order 4410") that none of its required lookups' results mention. Only for tools with
+    `requires=`: their lookups are declared to show what the write acts on."""
+    if not tool.spec.requires or not _writes(tool):
+        return None
+    thing = asked_object(tool.name, state.started.input)
+    if thing is None:
+        return None
+    head = thing.split()[-1]
+    forms = {head, head[:-1] if head.endswith("s") else head, head[:-2] if head.endswith("es") else head}
+    shown = [text for r in tool.spec.requires for text in state.texts_by.get(r, ())]
+    if not shown or any(re.search(rf"\b{re.escape(f)}", text, re.I) for f in forms for text in shown):
+        return None
+    return (
+        f"{tool.name} was not run, and nothing was changed: the request is about the {thing}, and no "
+        f"{' or '.join(tool.spec.requires)} result mentions a {head}. Tell the user there is no {thing} there."
+    )
 
 
 def _checked(tool: Any, arguments: dict[str, Any], state: _State) -> str | None:
@@ -1305,6 +1326,13 @@ class Runner:
                     _RECORD_MISSING,
                     f"{said}. So {call.name} was not run and nothing was changed. Tell the user it was not found.",
                 )
+                state.force_answer = True
+                continue
+            absent = _absent_object(state, tool) if agent.grounding and not missing else None
+            if absent is not None:
+                # "Refund the blender from order 4410" on an order without one: the amount it would
+                # refund can only be another item's, so the answer is next
+                self._tool_failed(state, call, "precondition", _RECORD_MISSING, absent)
                 state.force_answer = True
                 continue
             if missing:
