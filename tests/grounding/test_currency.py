@@ -23,6 +23,8 @@ CONVERTED = ("convert_currency", json.dumps({"amount": 19504.8, "currency": "JPY
         ("The total is JPY 129.00.", "JPY"),
         ("It comes to 129 Japanese yen.", "JPY"),
         ("It costs €129.", "EUR"),
+        ("The order total in Japanese yen is 129.0.", "JPY"),  # the 1.5B model's, with the currency first
+        ("The total in euros: 129", "EUR"),
     ],
 )
 def test_an_amount_its_source_gives_in_another_currency_is_mislabelled(answer: str, said: str) -> None:
@@ -41,6 +43,7 @@ def test_an_amount_its_source_gives_in_another_currency_is_mislabelled(answer: s
         "The order total is 129.",  # no currency written: not judged
         "It has 3 items; 3 euros each would be cheap.",  # a count is not an amount of money
         "The total is 250 yen.",  # no source gives 250 at all: provenance's matter, not this one's
+        "In US dollars the total is 129, in yen 19504.8.",
     ],
 )
 def test_amounts_in_their_own_currency_or_without_one_are_not_judged(answer: str) -> None:

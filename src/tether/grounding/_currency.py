@@ -60,6 +60,12 @@ _SYMBOLS = "|".join(re.escape(n) for n in _NAMES if not n[0].isalpha())
 # "¥19,504.80", "USD 129", "129.00 USD", "129 yen", "129 Japanese yen"
 _BEFORE = re.compile(rf"(?<![\w.])(?P<cur>{_SYMBOLS}|\b(?:{_WORDS})\b)\s?{_AMOUNT}(?!\w|[.,]\d)", re.I)
 _AFTER = re.compile(rf"(?<![\w.,]){_AMOUNT}\s?(?P<cur>\b(?:{_WORDS})\b)", re.I)
+# "the total in Japanese yen is 129.0", "in euros: 77.19": the currency named before the verb
+_IN = re.compile(
+    rf"\bin (?P<cur>{_WORDS})\b(?:\s+(?:is|are|was|were|would be|will be|comes to|totals?|amounts to))?"
+    rf"\s*:?\s*(?:about |approximately |roughly )?{_AMOUNT}(?!\w|[.,]\d)",
+    re.I,
+)
 _CODE = re.compile(r"^[A-Z]{3}$")
 
 
@@ -85,7 +91,7 @@ def _value(whole: str, frac: str | None) -> Decimal | None:
 
 def _labelled(text: str) -> Iterator[tuple[str, Decimal, str]]:
     """(the amount as written, its value, ISO code) for every amount written beside a currency."""
-    for pattern, whole, frac in ((_BEFORE, 2, 3), (_AFTER, 1, 2)):
+    for pattern, whole, frac in ((_BEFORE, 2, 3), (_AFTER, 1, 2), (_IN, 2, 3)):
         for m in pattern.finditer(text):
             value = _value(m.group(whole), m.group(frac))
             code = _NAMES.get(" ".join(m.group("cur").casefold().split()))
