@@ -556,3 +556,25 @@ async def test_the_tool_guide_naming_a_calculator_does_not_count_as_the_instruct
     agent = Agent("a", instructions="Be brief.", tools=[calculator], tool_guide=True, model=model)
     result = await Runner(MemoryStore()).run(agent, "Hello, what can you do?")
     assert result.ok and result.output == "Hello! I can look orders up."
+
+
+async def test_a_number_a_power_of_ten_off_a_result_is_sent_back_with_the_value_the_results_give() -> None:
+    @tool(idempotent=True)
+    def get_department(department: str) -> dict:
+        """A department's budget."""
+        return {"department": department, "annual_budget": 2400000, "headcount": 14}
+
+    model = ScriptedModel(
+        [
+            call("get_department", department="Engineering"),
+            "The annual budget of Engineering is $24,000,000.",  # a zero too many
+            "The annual budget of Engineering is $2,400,000.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("hr", tools=[get_department], model=model)
+    result = await Runner(store).run(agent, "What is the Engineering department's budget?")
+    assert result.ok and result.output == "The annual budget of Engineering is $2,400,000."
+    (told,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
+    assert told.values == ("$24,000,000",)
+    assert "exactly as the tool results above give them (they give 2400000, not $24,000,000);" in told.message

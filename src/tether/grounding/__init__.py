@@ -9,6 +9,7 @@ from ._answers import names_tool as names_tool
 from ._answers import stated_numbers as stated_numbers
 from ._answers import ungrounded_in_answer as ungrounded_in_answer
 from ._answers import unusable_answer as unusable_answer
+from ._arithmetic import misscaled as misscaled
 from ._currency import Mislabelled as Mislabelled
 from ._currency import mislabelled_amount as mislabelled_amount
 from ._entities import identifiers as identifiers
@@ -44,6 +45,7 @@ __all__ = [
     "injected_call",
     "json_records",
     "mislabelled_amount",
+    "misscaled",
     "named_record",
     "names_tool",
     "references",

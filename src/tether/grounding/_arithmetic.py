@@ -23,7 +23,7 @@ import operator
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 
-__all__ = ["derive"]
+__all__ = ["derive", "misscaled"]
 
 _CENT = 0.005
 _MAX_OPERANDS = 400  # beyond this many distinct numbers in view, chance matches grow: derive nothing
@@ -71,3 +71,22 @@ def derive(value: Decimal, known: Iterable[Decimal]) -> str | None:
                 exact = abs(result(a, b) - target) <= _CENT
                 return f"{_fmt(target)} {'=' if exact else '≈'} " + form.format(a=_fmt(a), b=_fmt(b))
     return None
+
+
+def misscaled(value: Decimal, known: Iterable[Decimal]) -> Decimal | None:
+    """The known number `value` is a power of ten away from ("$24,000,000" for a budget of 2400000, a
+    zero too many in the thousands separators), or None. For the message that sends such an answer back:
+    told only "answer with the values as the results give them", the 1.5B model wrote the same number
+    three times."""
+    if value == 0:
+        return None
+    for n in known:
+        if n in (0, 1) or n == value:
+            continue
+        ratio = value / n
+        if ratio in _POWERS:
+            return n
+    return None
+
+
+_POWERS = frozenset(Decimal(10) ** k for k in (-3, -2, -1, 1, 2, 3))

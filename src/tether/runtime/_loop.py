@@ -59,6 +59,7 @@ from ..grounding import (
     injected_call,
     json_records,
     mislabelled_amount,
+    misscaled,
     named_record,
     names_tool,
     references,
@@ -625,6 +626,11 @@ def _unverified(state: _State, call: ToolCall, tool: Any) -> tuple[str, tuple[st
     return None
 
 
+def _fmt_number(n: Decimal) -> str:
+    """A number as a tool result would show it: 2400000, 37.9."""
+    return format(n.normalize(), "f")
+
+
 def _absent_object(state: _State, tool: Any) -> str | None:
     """Why a write the user asked for may not run: it acts on a thing the request names ("Refund the
     blender from order 4410") that none of its required lookups' results mention. Only for tools with
@@ -842,11 +848,19 @@ def _after_rejection(
         # numbers it worked out wrong after the tools answered (a correct one is derived, and stands):
         # sending it to a calculator had it compute on the wrong numbers ("77.19 * 0.92", a conversion
         # converted twice) and return that grounded result; the values it needs are in view
+        known = state.evidence.numbers()
+        hints = [
+            f"they give {_fmt_number(n)}, not {value}"
+            for value in values
+            for stated in stated_numbers(value)[:1]
+            if (n := misscaled(stated, known)) is not None
+        ]
+        hint = f" ({'; '.join(hints)})" if hints else ""
         return (
             "either",
             (),
-            f"{said} Answer with the values exactly as the tool results above give them; call a tool only "
-            "for a value they do not have.",
+            f"{said} Answer with the values exactly as the tool results above give them{hint}; call a tool "
+            "only for a value they do not have.",
         )
     if (
         values
