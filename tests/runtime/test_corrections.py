@@ -578,3 +578,79 @@ async def test_a_number_a_power_of_ten_off_a_result_is_sent_back_with_the_value_
     (told,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
     assert told.values == ("$24,000,000",)
     assert "exactly as the tool results above give them (they give 2400000, not $24,000,000);" in told.message
+
+
+async def test_an_invented_id_is_answered_with_the_ids_of_that_form_the_results_give() -> None:
+    @tool(idempotent=True)
+    def find_employee(name: str) -> dict:
+        """Find an employee by name."""
+        return {"employee_id": "E-1017", "name": name, "manager_id": "E-1009"}
+
+    @tool(idempotent=True)
+    def get_employee(employee_id: str) -> dict:
+        """Look an employee up by id."""
+        return {"employee_id": employee_id, "name": "Grace Okafor"}
+
+    @tool(idempotent=True)
+    def get_department(department: str) -> dict:
+        """A department's budget."""
+        return {"department": department, "annual_budget": 2400000}
+
+    model = ScriptedModel(
+        [
+            call("find_employee", name="Dana Whitfield"),
+            call("get_employee", employee_id="E-12345"),  # made up
+            call("get_employee", employee_id="E-1009"),
+            "Dana Whitfield's manager is Grace Okafor.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("hr", tools=[find_employee, get_employee, get_department], model=model)
+    result = await Runner(store).run(agent, "Who is Dana Whitfield's manager?")
+    assert result.ok and result.output == "Dana Whitfield's manager is Grace Okafor."
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert (
+        "The tool results so far give these ids of that form: E-1017 (employee_id in find_employee's result), "
+        "E-1009 (manager_id in find_employee's result); use the one the request is about." in refused.message
+    )
+    assert refused.needs == ("get_employee", "get_department")  # the same tool again, or a read not yet made
+    assert model.request_settings[2].allowed_tools == ("get_employee", "get_department")
+
+
+async def test_a_write_value_worked_out_in_the_head_is_sent_to_the_calculator_with_the_expression() -> None:
+    writes: list[float] = []
+
+    @tool(idempotent=True)
+    def find_employee(name: str) -> dict:
+        """Find an employee by name."""
+        return {"employee_id": "E-1021", "name": name, "salary": 82000}
+
+    @tool(risk="high", reversible=False, requires=("find_employee",))
+    def update_salary(employee_id: str, new_salary: float) -> dict:
+        """Set an employee's salary."""
+        writes.append(new_salary)
+        return {"employee_id": employee_id, "salary": new_salary}
+
+    model = ScriptedModel(
+        [
+            call("find_employee", name="Priya Raman"),
+            call("update_salary", employee_id="E-1021", new_salary=90200),  # 82000 x 1.1, in its head
+            call("calculator", expression="82000 * (1 + 0.1)"),
+            call("update_salary", employee_id="E-1021", new_salary=90200.0),
+            "Her new salary is $90,200.",
+        ]
+    )
+    store = MemoryStore()
+    every_tier_runs = TierPolicy(
+        tiers={"medium": "run", "high": "run", "critical": "run"}, confidence_floor=0.0
+    )
+    agent = Agent("hr", tools=[find_employee, update_salary, calculator], model=model, policy=every_tier_runs)
+    result = await Runner(store).run(agent, "Give Priya Raman a 10% raise.")
+    assert result.ok and writes == [90200.0]
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert refused.message == (
+        "update_salary was not run: new_salary=90200 is worked out (90200 = 1.1 × 82000), and a change is made "
+        "only with values a tool returned. Call calculator with '1.1 * 82000' first, then call update_salary "
+        "with its result."
+    )
+    assert refused.needs == ("calculator",)

@@ -9,6 +9,7 @@ from ._answers import names_tool as names_tool
 from ._answers import stated_numbers as stated_numbers
 from ._answers import ungrounded_in_answer as ungrounded_in_answer
 from ._answers import unusable_answer as unusable_answer
+from ._arithmetic import derive as derive
 from ._arithmetic import misscaled as misscaled
 from ._currency import Mislabelled as Mislabelled
 from ._currency import mislabelled_amount as mislabelled_amount
@@ -39,6 +40,7 @@ __all__ = [
     "answer_numbers",
     "asked_object",
     "asks_for",
+    "derive",
     "describes_steps",
     "find_ungrounded",
     "identifiers",

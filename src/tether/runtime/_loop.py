@@ -53,6 +53,7 @@ from ..grounding import (
     answer_numbers,
     asked_object,
     asks_for,
+    derive,
     describes_steps,
     find_ungrounded,
     identifiers,
@@ -902,17 +903,82 @@ def _after_rejection(
 
 
 def _ungrounded_message(
-    agent: Agent, call: ToolCall, ungrounded: Sequence[Any], needs: Sequence[str] = ()
+    agent: Agent,
+    call: ToolCall,
+    ungrounded: Sequence[Any],
+    needs: Sequence[str] = (),
+    alike: Sequence[tuple[str, str, str]] = (),
 ) -> str:
     values = ", ".join(f"{u.path}={u.value}" for u in ungrounded)
+    offered = ""
+    if alike:
+        # "E-12345" for a manager the lookup gave as E-1009: the ids of that form in view are the choice
+        given = ", ".join(f"{value} ({field} in {source}'s result)" for value, field, source in alike)
+        offered = f" The tool results so far give these ids of that form: {given}; use the one the request is about."
+    reads = [n for n in needs if n != call.name]
     where = (
-        f" Call {' or '.join(needs[:3] or _sources(agent, call))} first to get the real value, or use"
+        f" Call {' or '.join(reads[:3] or _sources(agent, call))} first to get the real value, or use"
         if len(agent.tools) > 1
         else " Use"
     )
     return (
         f"{call.name} was not run: {values} does not appear in the user's request or in any tool result so "
-        f"far, so it would be a guess.{where} only values from the request and earlier results."
+        f"far, so it would be a guess.{offered}{where} only values from the request and earlier results."
+    )
+
+
+_ID_PREFIX = re.compile(r"[A-Za-z]+[-_#]?(?=\d)")
+
+
+def _alike_ids(state: _State, ungrounded: Sequence[Any]) -> list[tuple[str, str, str]]:
+    """Ids the run's results give in the form of an invented one (`E-1009` for `E-12345`: the same
+    letters before the digits), as (id, field, tool), at most four."""
+    found: list[tuple[str, str, str]] = []
+    for u in ungrounded:
+        prefix = _ID_PREFIX.match(str(u.value))
+        if prefix is None:
+            continue
+        for source, texts in state.texts_by.items():
+            for text in texts:
+                for field_name, ident in references(text):
+                    same = ident.casefold().startswith(prefix.group(0).casefold()) and ident != u.value
+                    if same and all(ident != f[0] for f in found):
+                        found.append((ident, field_name, source))
+    return found[:4]
+
+
+def _calculators(tools: Mapping[str, Any]) -> tuple[str, ...]:
+    """The agent's arithmetic tools: reads named or described as calculating, or taking an `expression`."""
+    return tuple(
+        t.name
+        for t in tools.values()
+        if _reads(t)
+        and (
+            re.search(r"calcul|arithmetic|\bmath", f"{t.name} {t.description}", re.I)
+            or "expression" in t.definition.parameters.get("properties", {})
+        )
+    )
+
+
+def _worked_out(
+    state: _State, tools: Mapping[str, Any], ungrounded: Sequence[Any]
+) -> tuple[tuple[str, ...], str] | None:
+    """For a write refused over a number the model worked out in its head (`new_salary=90200`, which is
+    82000 x (1 + 0.1)): the calculator to call and the message naming the expression, with `{tool}`
+    for the write. None when a value is not one step of arithmetic on seen numbers, or no calculator."""
+    calculators = _calculators(tools)
+    if not calculators or len(ungrounded) != 1:
+        return None
+    (u,) = ungrounded
+    stated = stated_numbers(str(u.value))
+    how = derive(stated[0], state.evidence.numbers()) if len(stated) == 1 else None
+    if how is None:
+        return None
+    expression = how.split(" ", 2)[2].replace("×", "*").replace("÷", "/").replace("−", "-")
+    return calculators[:1], (
+        f"{{tool}} was not run: {u.path}={u.value} is worked out ({how}), and a change is made only with "
+        f"values a tool returned. Call {calculators[0]} with {expression!r} first, then call {{tool}} with "
+        "its result."
     )
 
 
@@ -1385,14 +1451,17 @@ class Runner:
                     # the value has to come from somewhere: the constrained decoder makes the next call
                     # one of the reads not yet made (none left: the model chooses)
                     needs = _reads_left(agent.tools, state, besides=call.name)
-                    self._tool_failed(
-                        state,
-                        call,
-                        "ungrounded",
-                        "Ungrounded",
-                        _ungrounded_message(agent, call, ungrounded, needs),
-                        needs=needs,
-                    )
+                    worked = _worked_out(state, agent.tools, ungrounded) if _writes(tool) else None
+                    alike = _alike_ids(state, ungrounded)
+                    if worked is not None:
+                        # a write's value the model computed in its head: a calculator's result is one
+                        # the run has seen, so the write can take it
+                        needs, message = worked[0], worked[1].format(tool=call.name)
+                    else:
+                        if alike:
+                            needs = (call.name, *needs)  # the same tool, with an id the results give
+                        message = _ungrounded_message(agent, call, ungrounded, needs, alike)
+                    self._tool_failed(state, call, "ungrounded", "Ungrounded", message, needs=needs)
                     state.force_tools = needs
                     continue
                 refusal = _unverified(state, call, tool)
