@@ -235,6 +235,7 @@ def lookup_order_4410(order_id: str) -> dict:
         ("Refund the blender from order 4410.", []),  # the order has no blender
         ("Refund the toasters from order 4410.", [49.0]),  # it has one (plural, other case)
         ("Refund 49 dollars on order 4410.", [49.0]),  # names no thing: nothing to compare
+        ("Refund the price of the toaster on order 4410.", [49.0]),  # `unit_price` mentions a price
     ],
 )
 async def test_a_write_on_a_thing_its_lookup_does_not_show_is_refused_with_the_answer_to_give(

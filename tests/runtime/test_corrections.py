@@ -654,3 +654,21 @@ async def test_a_write_value_worked_out_in_the_head_is_sent_to_the_calculator_wi
         "with its result."
     )
     assert refused.needs == ("calculator",)
+
+
+async def test_an_answer_that_leaves_out_what_a_tool_said_is_missing_is_sent_back_once() -> None:
+    model = ScriptedModel(
+        [
+            call("lookup_order", order_id="3307"),
+            "To find the total of order 3307 in euros, please try again with a valid order number.",
+            "There is no order 3307.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("shop", tools=[lookup_order], model=model)
+    result = await Runner(store).run(agent, "What is the total of order 3307 in euros?")
+    assert result.ok and result.output == "There is no order 3307."
+    (told,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
+    assert told.reason == "a tool said what was asked for is not there, and the answer does not say so"
+    assert told.then == "answer"
+    assert "lookup_order said: there is no order '3307'. Tell the user that" in told.message

@@ -26,7 +26,8 @@ __all__ = ["identifiers", "json_records", "named_record", "references", "reporte
 # how tools and people say a record is not there
 _MISSING = re.compile(
     r"\b(not\s+found|no\s+such|does\s*n[o']t\s+exist|doesn't\s+exist|not\s+exist|there\s+is\s+no|there\s+are\s+no|"
-    r"could\s*n[o']t\s+find|cannot\s+find|can't\s+find|unknown|no\s+record|no\s+matching|not\s+on\s+file)\b",
+    r"could\s*n[o']t\s+find|cannot\s+find|can't\s+find|unknown|no\s+record|no\s+matching|not\s+on\s+file|"
+    r"invalid|not\s+(a\s+)?valid)\b",
     re.I,
 )
 

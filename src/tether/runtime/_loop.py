@@ -644,7 +644,7 @@ def _absent_object(state: _State, tool: Any) -> str | None:
     head = thing.split()[-1]
     forms = {head, head[:-1] if head.endswith("s") else head, head[:-2] if head.endswith("es") else head}
     shown = [text for r in tool.spec.requires for text in state.texts_by.get(r, ())]
-    if not shown or any(re.search(rf"\b{re.escape(f)}", text, re.I) for f in forms for text in shown):
+    if not shown or any(re.search(rf"(?<![a-z]){re.escape(f)}", text, re.I) for f in forms for text in shown):
         return None
     return (
         f"{tool.name} was not run, and nothing was changed: the request is about the {thing}, and no "
@@ -711,6 +711,7 @@ _STATES_QUANTITY = re.compile(r"\d|\b(no|none|zero|nothing|free)\b", re.I)
 _REFERENCE = "the answer stops at a record's id that a tool of the agent looks up"
 _NOT_WRITTEN = "the answer states a new value that no write has made"
 _MISLABELLED = "the answer gives an amount in another currency than its source"
+_UNSAID = "a tool said what was asked for is not there, and the answer does not say so"
 
 
 def _new_value_not_written(state: _State, text: str) -> tuple[str, str] | None:
@@ -2169,6 +2170,15 @@ class Runner:
             not_written = _new_value_not_written(state, text)
             if not_written is not None:
                 reason, soft = f"{_NOT_WRITTEN} ({not_written[0]})", True
+        if (
+            reason is None
+            and check_values
+            and state.last_missing
+            and _UNSAID not in state.reasons
+            and not says_missing(text)
+        ):
+            # "please try again with a valid order number": the one thing to tell the user, left out
+            reason, soft = _UNSAID, True
         if reason is None and tools and HOW_TO not in state.reasons and describes_steps(text):
             reason, soft = HOW_TO, True  # the steps told to the user without naming a tool: once per run
         if (
@@ -2193,6 +2203,12 @@ class Runner:
                 f"Your answer was not shown to the user: {value} is the {field_name} a tool returned, not the "
                 f"answer itself. Call {tool_name} with {param}={value!r} to look it up, then answer the user's "
                 f"{_request(state, tools)} from what it returns."
+            )
+        elif reason == _UNSAID:
+            then, needs, message = (
+                "answer",
+                (),
+                _missing_told(f"Your answer was not shown to the user: {reason}.", state),
             )
         elif mislabelled is not None:
             # the tools that take a currency are how an amount changes currency (convert_currency)
