@@ -59,6 +59,9 @@ def test_invented_values_are_caught(args: dict[str, Any], expected: list[str]) -
     ("args", "expected"),
     [
         ({"sku": "COP_SAU"}, ["sku=COP_SAU"]),  # the 1.5B model's SKU for "Copper Saucepans"
+        ({"sku": "CopperSaucepan"}, ["sku=CopperSaucepan"]),  # and another run's
+        ({"sku": "copper-saucepan"}, ["sku=copper-saucepan"]),
+        ({"currency_code": "EUR"}, []),  # a three-letter code is not made of words
         ({"order_id": "ORD-ABC"}, ["order_id=ORD-ABC"]),
         ({"items": [{"sku": "CER-SET"}]}, ["items[0].sku=CER-SET"]),
         ({"sku": "KET-01"}, []),  # seen

@@ -29,8 +29,10 @@ __all__ = ["Evidence", "Ungrounded", "find_ungrounded"]
 _NUMBER = re.compile(r"(?<![\w.])[-+]?[$€£]?\s?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s?(%?)(?![\w])")
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-./:#@]*\d[A-Za-z0-9_\-./:#@]*|\d+[A-Za-z][A-Za-z0-9_\-]*")
 _ALWAYS = frozenset({Decimal(0), Decimal(1)})
-# capitals joined by `_` or `-` (`COP_SAU`, `CER-SET`), checked whole in an argument that takes a key
-_CODE = re.compile(r"[A-Z][A-Z0-9]*(?:[_\-][A-Z0-9]+)+")
+# a code made of words, checked whole in an argument that takes a key: capitals joined by `_` or `-`
+# (`COP_SAU`, `CER-SET`), lower case joined the same way (`copper-saucepan`), or CamelCase
+# (`CopperSaucepan`): what a small model makes of a product's name when it wants its SKU
+_CODE = re.compile(r"[A-Z][A-Z0-9]*(?:[_\-][A-Z0-9]+)+|[a-z]+(?:[_\-][a-z0-9]+)+|[A-Z][a-z]+(?:[A-Z][a-z]+)+")
 _DIGIT = re.compile(r"\d")  # a code with digits is an `_IDENT`, checked already
 _KEY = re.compile(r"(?:^|[._\]])(?:id|sku|code|key|ref)$|_(?:id|code|key|ref)$", re.I)
 _MAX_TEXT = 200_000  # chars of one text scanned for facts: bounds the work on huge tool outputs
