@@ -672,3 +672,36 @@ async def test_an_answer_that_leaves_out_what_a_tool_said_is_missing_is_sent_bac
     assert told.reason == "a tool said what was asked for is not there, and the answer does not say so"
     assert told.then == "answer"
     assert "lookup_order said: there is no order '3307'. Tell the user that" in told.message
+
+
+async def test_an_argument_that_describes_the_value_is_sent_to_the_lookup_by_name() -> None:
+    @tool(idempotent=True)
+    def find_employee(name: str) -> dict:
+        """Find an employee by name."""
+        return {"employee_id": "E-1017", "name": name, "manager_id": "E-1009", "department": "Engineering"}
+
+    @tool(idempotent=True)
+    def get_department(department: str) -> dict:
+        """A department's budget."""
+        return {"department": department, "annual_budget": 2400000}
+
+    model = ScriptedModel(
+        [
+            call("get_department", department="Dana Whitfield's manager"),
+            call("find_employee", name="Dana Whitfield"),
+            call("get_department", department="Engineering"),
+            "Engineering's annual budget is 2,400,000.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("hr", tools=[find_employee, get_department], model=model)
+    result = await Runner(store).run(agent, "What is the budget of the department of Dana Whitfield's manager?")
+    assert result.ok
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert (refused.kind, refused.error_type, refused.needs) == ("ungrounded", "Description", ("find_employee",))
+    assert refused.message == (
+        "get_department was not run: department=\"Dana Whitfield's manager\" describes a value instead of giving "
+        "it. Find Dana Whitfield's manager first (call find_employee with 'Dana Whitfield'), then call "
+        "get_department with the department the results give."
+    )
+    assert model.request_settings[1].allowed_tools == ("find_employee",)

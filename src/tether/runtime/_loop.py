@@ -652,6 +652,39 @@ def _absent_object(state: _State, tool: Any) -> str | None:
     )
 
 
+# "Dana Whitfield's manager": a named thing's relation, where a value was wanted
+_POSSESSIVE = re.compile(r"\s*((?:[A-Z][\w.\-]*\s+)*[A-Z][\w.\-]*)['’]s\s+([a-z][a-z ]{1,40}?)\s*")
+
+
+def _described(tools: Mapping[str, Any], call: ToolCall, tool: Any) -> tuple[str, tuple[str, ...]] | None:
+    """Why a call may not run: an argument describes the value instead of giving it
+    (`get_department(department="Dana Whitfield's manager")`, a phrase from the request, so provenance
+    passes it). With the message, the reads that look the named thing up by name."""
+    if not isinstance(call.arguments, dict):
+        return None
+    for param, value in call.arguments.items():
+        if param in tool.spec.free_text or not isinstance(value, str):
+            continue
+        m = _POSSESSIVE.fullmatch(value)
+        if m is None:
+            continue
+        owner, relation = m.group(1), m.group(2)
+        by_name = tuple(
+            t.name
+            for t in sorted(tools.values(), key=_source_rank)
+            if _reads(t)
+            and t.name != call.name
+            and any(p == "name" or p.endswith("_name") for p in t.definition.parameters.get("properties", {}))
+        )
+        how = f"call {' or '.join(by_name[:2])} with {owner!r}" if by_name else f"look up {owner!r}"
+        return (
+            f"{call.name} was not run: {param}={value!r} describes a value instead of giving it. Find "
+            f"{owner}'s {relation} first ({how}), then call {call.name} with the {param} the results give.",
+            by_name,
+        )
+    return None
+
+
 def _checked(tool: Any, arguments: dict[str, Any], state: _State) -> str | None:
     """Why the tool's own `check=` precondition refuses the call (None: it may run). A check that raises
     refuses it too: a rule that cannot be evaluated has not been met."""
@@ -1430,6 +1463,12 @@ class Runner:
                 continue
             tainted = ""
             escalated: str | None = None
+            described = _described(agent.tools, call, tool) if agent.grounding else None
+            if described is not None:
+                message, needs = described
+                self._tool_failed(state, call, "ungrounded", "Description", message, needs=needs)
+                state.force_tools = needs
+                continue
             if agent.grounding and isinstance(call.arguments, dict):
                 ungrounded = find_ungrounded(call.arguments, state.evidence, free_text=tool.spec.free_text)
                 asked = named_record(state.started.input) if ungrounded else None
