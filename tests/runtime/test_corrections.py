@@ -705,3 +705,20 @@ async def test_an_argument_that_describes_the_value_is_sent_to_the_lookup_by_nam
         "get_department with the department the results give."
     )
     assert model.request_settings[1].allowed_tools == ("find_employee",)
+
+
+async def test_a_worked_out_value_for_a_write_nobody_asked_for_gets_no_calculator_expression() -> None:
+    model = ScriptedModel(
+        [
+            call("lookup_order", order_id="1042"),
+            call("refund", order_id="1042", amount=75.8),  # the user asked how much, not for a refund
+            "They should get back $75.80.",
+        ]
+    )
+    store = MemoryStore()
+    every_tier_runs = TierPolicy(tiers={"medium": "run", "high": "run", "critical": "run"}, confidence_floor=0.0)
+    agent = Agent("shop", tools=[lookup_order, calculator, refund], model=model, policy=every_tier_runs)
+    result = await Runner(store).run(agent, "How much do 2 of the kettles from order 1042 come to?")
+    assert result.ok
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert refused.error_type == "Ungrounded" and "Call calculator with" not in refused.message

@@ -30,6 +30,8 @@ _FORMS: dict[str, tuple[str, ...]] = {
     "pay": ("pay", "paid"),
     "buy": ("buy", "bought", "purchas"),
     "transfer": ("transfer", "wire"),
+    # a salary or a price is updated by a raise, a cut or a change as often as by an "update"
+    "update": ("updat", "chang", r"set\b", "rais", "increas", "decreas", "lower", "adjust"),
 }
 _MIN_STEM = 4
 

@@ -1491,7 +1491,10 @@ class Runner:
                     # the value has to come from somewhere: the constrained decoder makes the next call
                     # one of the reads not yet made (none left: the model chooses)
                     needs = _reads_left(agent.tools, state, besides=call.name)
-                    worked = _worked_out(state, agent.tools, ungrounded) if _writes(tool) else None
+                    # only for a write the user asked for: the calculator's result would let it run
+                    # (a refund of the "how much" the user only asked about would be grounded then)
+                    asked = _writes(tool) and asks_for(call.name, state.started.input)
+                    worked = _worked_out(state, agent.tools, ungrounded) if asked else None
                     alike = _alike_ids(state, ungrounded)
                     if worked is not None:
                         # a write's value the model computed in its head: a calculator's result is one
