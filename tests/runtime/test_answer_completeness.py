@@ -287,24 +287,44 @@ async def test_a_policy_answer_that_reads_like_steps_stands_the_second_time() ->
     assert len(await _rejections(store, result.run_id)) == 1
 
 
-async def test_at_the_last_try_an_answer_sent_back_only_for_its_quality_stands() -> None:
+async def test_an_answer_sent_back_only_for_its_quality_does_not_use_up_the_retries() -> None:
     model = ScriptedModel(
         [
             call("lookup_order", order_id="7702"),
             "It is $99.",  # ungrounded: sent back (1 of 1 retries)
-            "Use the email of customer C-442.",  # a reference, at the last try: it stands
+            "Use the email of customer C-442.",  # a reference, at the last try: sent back all the same
+            call("lookup_customer", customer_id="C-442"),
+            "The customer's email is j.chen@example.org.",
         ]
     )
     store = MemoryStore()
     agent = Agent(
-        "a",
-        tools=[lookup_order, lookup_customer],
-        model=model,
-        limits=Limits(max_answer_retries=1),
+        "a", tools=[lookup_order, lookup_customer], model=model, limits=Limits(max_answer_retries=1)
     )
     result = await Runner(store).run(agent, "Which email should I use for the customer of order 7702?")
+    assert result.ok and result.output == "The customer's email is j.chen@example.org."
+    rejected = await _rejections(store, result.run_id)
+    assert [(r.values, r.soft) for r in rejected] == [(("$99",), False), ((), True)]
+
+
+async def test_when_the_answer_after_a_quality_send_back_is_untrue_the_earlier_answer_stands() -> None:
+    model = ScriptedModel(
+        [
+            call("lookup_order", order_id="7702"),
+            "It is $99.",  # ungrounded: sent back (1 of 1 retries)
+            "Use the email of customer C-442.",  # a reference: sent back for its quality
+            call("lookup_customer", customer_id="C-442"),
+            "Write to jc@example.com, the customer since 2019.",  # 2019 is made up: retries used up
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent(
+        "a", tools=[lookup_order, lookup_customer], model=model, limits=Limits(max_answer_retries=1)
+    )
+    result = await Runner(store).run(agent, "Which email should I use for the customer of order 7702?")
+    # never the ungrounded one, and not `failed` either: the grounded answer sent back to be better
     assert result.ok and result.output == "Use the email of customer C-442."
-    assert [r.values for r in await _rejections(store, result.run_id)] == [("$99",)]
+    assert "an earlier answer, since the last was rejected: the answer states 2019" in result.reason
 
 
 async def test_a_wrong_number_after_the_tools_answered_is_sent_back_to_their_values() -> None:

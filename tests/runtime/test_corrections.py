@@ -611,10 +611,11 @@ async def test_an_invented_id_is_answered_with_the_ids_of_that_form_the_results_
     (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
     assert (
         "The tool results so far give these ids of that form: E-1017 (employee_id in find_employee's result), "
-        "E-1009 (manager_id in find_employee's result); use the one the request is about." in refused.message
+        "E-1009 (manager_id in find_employee's result). Call get_employee again with the one the request is "
+        "about. Use only values from the request and earlier results." in refused.message
     )
-    assert refused.needs == ("get_employee", "get_department")  # the same tool again, or a read not yet made
-    assert model.request_settings[2].allowed_tools == ("get_employee", "get_department")
+    assert refused.needs == ("get_employee",)  # the same tool again, with one of them
+    assert model.request_settings[2].allowed_tools == ("get_employee",)
 
 
 async def test_a_write_value_worked_out_in_the_head_is_sent_to_the_calculator_with_the_expression() -> None:

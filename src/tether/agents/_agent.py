@@ -35,7 +35,10 @@ class Limits:
         max_repeated_calls: the same tool called with the same arguments this many times ends the run
             (`failed`, loop detected).
         max_answer_retries: how many times a final answer may be sent back (ungrounded numbers, empty, a
-            fake transcript) before the run ends `failed` rather than return it.
+            fake transcript) before the run ends `failed` rather than return it. Answers sent back only
+            for their quality (a "how much" answer without a number, an id a tool looks up) do not
+            count: each such rule applies once per run, and if the answers after it are untrue once
+            the retries are used up, the answer it sent back is returned instead of failing.
         context_window_tokens: the model's context window; before each call the oldest turns are pruned
             to fit it with `max_output_tokens` and the tool definitions to spare (tool calls and their
             results go together; the looked-up values are kept in a note; `context_trimmed` in the

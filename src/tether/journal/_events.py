@@ -199,6 +199,10 @@ class AnswerRejected(_Event):
     before this field (a call after invented values, a recipe or a cut-off answer)."""
     needs: tuple[str, ...] = ()
     """With `then="tool"`: the tools the next call was limited to (empty: any)."""
+    soft: bool = False
+    """Sent back for its quality, not its truth (a "how much" answer without a number, an id a tool
+    looks up): each such rule sends an answer back once per run, and these do not use up
+    `Limits.max_answer_retries`."""
 
 
 class ContextTrimmed(_Event):

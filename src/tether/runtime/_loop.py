@@ -203,6 +203,11 @@ class _State:
     answers_rejected: int = 0
     reasons: list[str] = field(default_factory=list)
     """Why each rejected answer was sent back (without the details in brackets), in order."""
+    standing: str | None = None
+    standing_over: str = ""
+    """Why the answer after `standing` was rejected, when `standing` became the answer."""
+    """The last answer sent back only for its quality (`soft`): returned if every answer after it is
+    rejected for its truth once the retries are used up, rather than ending the run `failed`."""
     derived: tuple[str, ...] = ()
     """How the numbers of the last answer checked were computed from seen ones ("75.8 = 2 × 37.9")."""
     requests: dict[str, ApprovalRequested] = field(default_factory=dict)
@@ -245,7 +250,7 @@ class _State:
                 state.record_outcome(ev.call_id, ev.tool, ev.content, is_error=False, arguments=None)
             elif isinstance(ev, AnswerRejected):
                 then = ev.then or ("tool" if ev.values or ev.reason in (HOW_TO, _CUT_OFF) else "either")
-                state.record_rejection(ev.message, reason=ev.reason, then=then, needs=ev.needs)
+                state.record_rejection(ev.message, reason=ev.reason, then=then, needs=ev.needs, soft=ev.soft)
             elif isinstance(ev, ToolFailed):
                 state.record_outcome(
                     ev.call_id,
@@ -330,10 +335,16 @@ class _State:
             out.append(call)
         return tuple(out)
 
-    def record_rejection(self, message: str, *, reason: str, then: str, needs: tuple[str, ...] = ()) -> None:
+    def record_rejection(
+        self, message: str, *, reason: str, then: str, needs: tuple[str, ...] = (), soft: bool = False
+    ) -> None:
         """Send a rejected answer's message; `then` ("tool", "answer" or "either") is what the next turn
-        must be, and `needs` the tools a required call is limited to."""
-        self.answers_rejected += 1
+        must be, and `needs` the tools a required call is limited to. Only rejections that are not
+        `soft` count against the answer retries."""
+        self.answers_rejected += 0 if soft else 1
+        if soft and self.messages and isinstance(self.messages[-1], AssistantMessage):
+            # it passed every check of truth: if the answers after it fail those, it is the answer
+            self.standing = self.messages[-1].content or None
         self.reasons.append(reason.split(" (", 1)[0])
         self.rejected.update((len(self.messages) - 1, len(self.messages)))
         self.messages.append(UserMessage(content=message))
@@ -948,11 +959,13 @@ def _ungrounded_message(
     if alike:
         # "E-12345" for a manager the lookup gave as E-1009: the ids of that form in view are the choice
         given = ", ".join(f"{value} ({field} in {source}'s result)" for value, field, source in alike)
-        offered = f" The tool results so far give these ids of that form: {given}; use the one the request is about."
-    reads = [n for n in needs if n != call.name]
+        offered = (
+            f" The tool results so far give these ids of that form: {given}. Call {call.name} again with the "
+            "one the request is about."
+        )
     where = (
-        f" Call {' or '.join(reads[:3] or _sources(agent, call))} first to get the real value, or use"
-        if len(agent.tools) > 1
+        f" Call {' or '.join(needs[:3] or _sources(agent, call))} first to get the real value, or use"
+        if len(agent.tools) > 1 and not alike
         else " Use"
     )
     return (
@@ -1334,7 +1347,7 @@ class Runner:
                     if state.finished is not None:
                         return
                     continue
-                output = response.text
+                output = state.standing if state.standing_over and state.standing else response.text
                 if stack is not None:
                     checked, _ = await self._guard(stack, agent, state, output, "output", "model")
                     if not checked.passed:
@@ -1349,6 +1362,8 @@ class Runner:
                     output = checked.text if checked.text is not None else output  # redacted, when it was
                 # a number the answer computed is recorded with how it follows from the run's numbers
                 computed = f"; computed: {', '.join(state.derived)}" if state.derived else ""
+                if state.standing_over:
+                    computed = f"; an earlier answer, since the last was rejected: {state.standing_over}"
                 await self._finish(
                     state, "completed", f"the model gave a final answer{computed}", output=output
                 )
@@ -1502,7 +1517,9 @@ class Runner:
                         needs, message = worked[0], worked[1].format(tool=call.name)
                     else:
                         if alike:
-                            needs = (call.name, *needs)  # the same tool, with an id the results give
+                            # the tool it chose, with an id the results give: offered another read as
+                            # well, the 1.5B model took that one and lost the chain
+                            needs = (call.name,)
                         message = _ungrounded_message(agent, call, ungrounded, needs, alike)
                     self._tool_failed(state, call, "ungrounded", "Ungrounded", message, needs=needs)
                     state.force_tools = needs
@@ -2233,9 +2250,13 @@ class Runner:
             and not says_missing(text)
         ):
             reason, soft = _NO_NUMBER, True
-        if reason is None or (soft and state.answers_rejected >= retries):
+        if reason is None:
             return False
-        if state.answers_rejected >= retries:
+        if state.answers_rejected >= retries and not soft:
+            if state.standing is not None:
+                # an earlier answer was sent back only to be better; this one is worse: that one stands
+                state.derived, state.standing_over = (), reason
+                return False
             await self._finish(state, "failed", f"no grounded answer after {retries + 1} tries: {reason}")
             return True
         if reference is not None:
@@ -2293,9 +2314,10 @@ class Runner:
                 message=message,
                 then=then,
                 needs=needs,
+                soft=soft,
             ),
         )
-        state.record_rejection(message, reason=reason, then=then, needs=needs)
+        state.record_rejection(message, reason=reason, then=then, needs=needs, soft=soft)
         _log.info("answer rejected", run_id=state.run_id, reason=reason)
         return True
 
