@@ -306,11 +306,13 @@ async def test_a_new_value_stated_after_its_write_was_refused_as_a_no_op_is_sent
     assert result.ok and result.output == "Her new salary is $90,200." and writes == [90200.0]
     (told,) = rejected
     assert told.reason.startswith("the answer states a new value that no write has made (update_salary)")
-    assert told.then == "tool"
+    assert (told.then, told.needs) == ("tool", ("calculator",))
     assert (
         "update_salary has not run, so nothing was changed (new_salary is still 82000 for employee_id=E-1021)"
         in (told.message)
     )
+    # the value it stated, with the calculation that gives it from the salary the lookup showed
+    assert "If the user asked for the new value 90200, call calculator with '1.1 * 82000'" in told.message
     assert model.request_settings[3].tool_choice == "required"  # the turn after it must call a tool
 
 
@@ -650,7 +652,7 @@ async def test_a_write_value_worked_out_in_the_head_is_sent_to_the_calculator_wi
     assert result.ok and writes == [90200.0]
     (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
     assert refused.message == (
-        "update_salary was not run: new_salary=90200 is worked out (90200 = 1.1 × 82000), and a change is made "
+        "update_salary was not run: new_salary=90200 is worked out (90200 = 1.1 * 82000), and a change is made "
         "only with values a tool returned. Call calculator with '1.1 * 82000' first, then call update_salary "
         "with its result."
     )

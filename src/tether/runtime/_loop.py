@@ -753,33 +753,40 @@ _QUANTITY = re.compile(r"\bhow\s+(much|many)\b", re.I)
 _STATES_QUANTITY = re.compile(r"\d|\b(no|none|zero|nothing|free)\b", re.I)
 
 _REFERENCE = "the answer stops at a record's id that a tool of the agent looks up"
+"""Why an answer was sent back that hands the user an id from a tool result ("contact customer C-442")
+where one more lookup gives what the id stands for: small models stop one hop short."""
 _NOT_WRITTEN = "the answer states a new value that no write has made"
 _MISLABELLED = "the answer gives an amount in another currency than its source"
 _UNSAID = "a tool said what was asked for is not there, and the answer does not say so"
 
 
-def _new_value_not_written(state: _State, text: str) -> tuple[str, str] | None:
+def _new_value_not_written(state: _State, text: str) -> tuple[str, str, Decimal] | None:
     """A write refused as changing nothing (`NoChange`: the model wrote the current salary back) and
     not run since, when the answer states a new value of the same size ("her new salary is 90,200"):
-    the change the user asked for was worked out but never made. Returns the tool and what it would
-    have changed ("new_salary is still 82000 for E-1021")."""
+    the change the user asked for was worked out but never made. Returns the tool, what it would have
+    changed ("new_salary is still 82000 for E-1021") and the new value."""
     for tool_name, arguments in state.unchanged.items():
         stated = stated_numbers(text)
         for param, current in arguments.items():
             if not isinstance(current, int | float) or isinstance(current, bool) or current <= 0:
                 continue
             # the size of a new salary, price or count, not the raise or a percentage of it
-            if any(n != Decimal(str(current)) and 0.5 <= float(n) / current <= 2 for n in stated):
+            new = [n for n in stated if n != Decimal(str(current)) and 0.5 <= float(n) / current <= 2]
+            if new:
                 about = ", ".join(f"{k}={v}" for k, v in arguments.items() if k != param)
-                return (
-                    tool_name,
-                    f"{param} is still {current} for {about}" if about else f"{param} is still {current}",
-                )
+                still = f"{param} is still {current} for {about}" if about else f"{param} is still {current}"
+                return tool_name, still, new[0]
     return None
 
 
-"""Why an answer was sent back that hands the user an id from a tool result ("contact customer C-442")
-where one more lookup gives what the id stands for: small models stop one hop short."""
+def _calculation(state: _State, tools: Mapping[str, Any], value: Decimal) -> tuple[str, str] | None:
+    """(calculator, expression) that computes `value` from numbers the run has seen in one step
+    (`1.1 * 82000` for 90200), when the agent has a calculator and such a step exists."""
+    calculators = _calculators(tools)
+    how = derive(value, state.evidence.numbers()) if calculators else None
+    if how is None:
+        return None
+    return calculators[0], how.split(" ", 2)[2].replace("×", "*").replace("÷", "/").replace("−", "-")
 
 
 def _unresolved_reference(
@@ -1013,19 +1020,18 @@ def _worked_out(
     """For a write refused over a number the model worked out in its head (`new_salary=90200`, which is
     82000 x (1 + 0.1)): the calculator to call and the message naming the expression, with `{tool}`
     for the write. None when a value is not one step of arithmetic on seen numbers, or no calculator."""
-    calculators = _calculators(tools)
-    if not calculators or len(ungrounded) != 1:
+    if len(ungrounded) != 1:
         return None
     (u,) = ungrounded
     stated = stated_numbers(str(u.value))
-    how = derive(stated[0], state.evidence.numbers()) if len(stated) == 1 else None
-    if how is None:
+    calculation = _calculation(state, tools, stated[0]) if len(stated) == 1 else None
+    if calculation is None:
         return None
-    expression = how.split(" ", 2)[2].replace("×", "*").replace("÷", "/").replace("−", "-")
-    return calculators[:1], (
-        f"{{tool}} was not run: {u.path}={u.value} is worked out ({how}), and a change is made only with "
-        f"values a tool returned. Call {calculators[0]} with {expression!r} first, then call {{tool}} with "
-        "its result."
+    calculator, expression = calculation
+    return (calculator,), (
+        f"{{tool}} was not run: {u.path}={u.value} is worked out ({_fmt_number(stated[0])} = {expression}), "
+        f"and a change is made only with values a tool returned. Call {calculator} with {expression!r} "
+        "first, then call {tool} with its result."
     )
 
 
@@ -2288,12 +2294,19 @@ class Runner:
                 f"{mislabelled.source}."
             )
         elif not_written is not None:
-            tool_name, current = not_written
-            then, needs = "tool", ()
+            tool_name, current, value = not_written
+            calculation = _calculation(state, tools, value)
+            if calculation is not None:
+                # the value it stated, computed where the run can see it: the write may then take it
+                then, needs = "tool", (calculation[0],)
+                how = f"call {calculation[0]} with {calculation[1]!r}, then call {tool_name} with its result"
+            else:
+                then, needs = "tool", ()
+                how = f"work it out with a tool, then call {tool_name} with it"
             message = (
                 f"Your answer was not shown to the user: {tool_name} has not run, so nothing was changed "
-                f"({current}). If the user asked for a new value, work it out with a tool, then call "
-                f"{tool_name} with it; if it cannot be done, say that nothing was changed."
+                f"({current}). If the user asked for the new value {_fmt_number(value)}, {how}; if it "
+                "cannot be done, say that nothing was changed."
             )
         elif reason == _NO_NUMBER:
             then, needs = "either", ()
