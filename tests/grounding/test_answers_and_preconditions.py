@@ -274,3 +274,21 @@ async def test_a_write_on_a_thing_its_lookup_does_not_show_is_refused_with_the_a
         "lookup_order_4410 result mentions a blender. Tell the user there is no blender there."
     )
     assert model.request_settings[2].tool_choice == "none"  # the answer is next
+
+
+async def test_a_recipe_for_a_write_its_check_would_refuse_gets_the_refusal_as_the_answer_to_give() -> None:
+    reserved: list[tuple[str, int]] = []
+    recipe = (
+        "To reserve 5 Copper Saucepans in the Leeds warehouse, call the `reserve_stock` function with the "
+        'arguments `{"sku": "CS-402", "quantity": 5, "warehouse": "Leeds"}`.'
+    )
+    model = ScriptedModel([call("check_stock", sku="CS-402"), recipe, "Leeds has only 2, so nothing was reserved."])
+    store = MemoryStore()
+    a = Agent("stock", tools=list(_stock_tools(reserved)), model=model)
+    result = await Runner(store).run(a, "Reserve 5 Copper Saucepans (CS-402) in the Leeds warehouse.")
+    assert result.ok and reserved == []  # the write spelled out is never made
+    (told,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
+    assert told.then == "answer"
+    assert told.message.endswith(
+        "reserve_stock was not run, and nothing was changed: Leeds has only 2 units of CS-402. Tell the user."
+    )

@@ -696,6 +696,29 @@ def _described(tools: Mapping[str, Any], call: ToolCall, tool: Any) -> tuple[str
     return None
 
 
+_JSON_OBJECT = re.compile(r"\{[^{}]*\}")
+
+
+def _recipe_refused(state: _State, tools: Mapping[str, Any], text: str) -> str | None:
+    """What a tool's own `check=` says of the call an answer spells out instead of making
+    ("call `reserve_stock` with {"sku": "CS-402", "quantity": 5, ...}" when Leeds has 2): the call is
+    never made, and the refusal is what the user should be told."""
+    for tool in tools.values():
+        if tool.spec.check is None or not names_tool(tool.name, text):
+            continue
+        params = set(tool.definition.parameters.get("properties", {}))
+        for m in _JSON_OBJECT.finditer(text):
+            try:
+                arguments = json.loads(m.group(0))
+            except ValueError:
+                continue
+            if isinstance(arguments, dict) and arguments and set(arguments) <= params:
+                refused = _checked(tool, arguments, state)
+                if refused is not None:
+                    return refused
+    return None
+
+
 def _checked(tool: Any, arguments: dict[str, Any], state: _State) -> str | None:
     """Why the tool's own `check=` precondition refuses the call (None: it may run). A check that raises
     refuses it too: a rule that cannot be evaluated has not been met."""
@@ -889,6 +912,10 @@ def _after_rejection(
                 f"{said} Do not explain the steps: make the calls yourself now ({' or '.join(needs[:3])}), then "
                 "answer with what they return.",
             )
+        refused = _recipe_refused(state, tools, text)
+        if refused is not None:
+            # the write it spelled out would be refused by the tool's own precondition: that is the answer
+            return "answer", (), f"{said} {refused}"
         # after reads, with a write the user asked for still not run: a free turn is where a refund of
         # whatever amount is in view would run (the blender that order 4410 does not have)
         return (
