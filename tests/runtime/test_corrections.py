@@ -698,12 +698,18 @@ async def test_an_argument_that_describes_the_value_is_sent_to_the_lookup_by_nam
     )
     store = MemoryStore()
     agent = Agent("hr", tools=[find_employee, get_department], model=model)
-    result = await Runner(store).run(agent, "What is the budget of the department of Dana Whitfield's manager?")
+    result = await Runner(store).run(
+        agent, "What is the budget of the department of Dana Whitfield's manager?"
+    )
     assert result.ok
     (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
-    assert (refused.kind, refused.error_type, refused.needs) == ("ungrounded", "Description", ("find_employee",))
+    assert (refused.kind, refused.error_type, refused.needs) == (
+        "ungrounded",
+        "Description",
+        ("find_employee",),
+    )
     assert refused.message == (
-        "get_department was not run: department=\"Dana Whitfield's manager\" describes a value instead of giving "
+        'get_department was not run: department="Dana Whitfield\'s manager" describes a value instead of giving '
         "it. Find Dana Whitfield's manager first (call find_employee with 'Dana Whitfield'), then call "
         "get_department with the department the results give."
     )
@@ -719,9 +725,41 @@ async def test_a_worked_out_value_for_a_write_nobody_asked_for_gets_no_calculato
         ]
     )
     store = MemoryStore()
-    every_tier_runs = TierPolicy(tiers={"medium": "run", "high": "run", "critical": "run"}, confidence_floor=0.0)
+    every_tier_runs = TierPolicy(
+        tiers={"medium": "run", "high": "run", "critical": "run"}, confidence_floor=0.0
+    )
     agent = Agent("shop", tools=[lookup_order, calculator, refund], model=model, policy=every_tier_runs)
     result = await Runner(store).run(agent, "How much do 2 of the kettles from order 1042 come to?")
     assert result.ok
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert refused.error_type == "Ungrounded" and "Call calculator with" not in refused.message
+
+
+async def test_a_nonsense_sum_is_never_offered_as_the_calculation_for_a_write() -> None:
+    @tool(idempotent=True)
+    def find_employee(name: str) -> dict:
+        """Find an employee by name."""
+        return {"employee_id": "E-1021", "name": name, "salary": 82000}
+
+    @tool(risk="high", reversible=False, requires=("find_employee",))
+    def update_salary(employee_id: str, new_salary: float) -> dict:
+        """Set an employee's salary."""
+        return {"employee_id": employee_id, "salary": new_salary}
+
+    model = ScriptedModel(
+        [
+            call("find_employee", name="Priya Raman"),
+            call(
+                "update_salary", employee_id="E-1021", new_salary=82000.1
+            ),  # 82000 + 0.1: a 10% raise gone wrong
+            "I could not work out the new salary.",
+        ]
+    )
+    store = MemoryStore()
+    every_tier_runs = TierPolicy(
+        tiers={"medium": "run", "high": "run", "critical": "run"}, confidence_floor=0.0
+    )
+    agent = Agent("hr", tools=[find_employee, update_salary, calculator], model=model, policy=every_tier_runs)
+    result = await Runner(store).run(agent, "Give Priya Raman a 10% raise.")
     (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
     assert refused.error_type == "Ungrounded" and "Call calculator with" not in refused.message
