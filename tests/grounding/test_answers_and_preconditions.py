@@ -189,7 +189,7 @@ async def test_a_tools_own_check_refuses_a_call_before_it_runs_and_tells_the_mod
     (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
     assert (refused.kind, refused.error_type) == ("precondition", "CheckFailed")
     assert refused.message == (
-        "reserve_stock was not run, and nothing was changed: Leeds has only 2 units of CS-402. Tell the user."
+        "Leeds has only 2 units of CS-402, so reserve_stock was not run and nothing was changed. Tell the user that."
     )
     # what the model was told is what the journal says, and a resumed run sees the same
     assert any("Leeds has only 2 units of CS-402" in str(m.content) for m in model.requests[2])
@@ -212,7 +212,7 @@ async def test_a_check_that_raises_refuses_the_call() -> None:
     result = await Runner(store).run(a, "Reserve CS-402.")
     assert result.ok and ran == []
     (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
-    assert "its precondition could not be checked (KeyError: 'units')" in refused.message
+    assert "Its precondition could not be checked (KeyError: 'units')" in refused.message
 
 
 def test_a_check_must_be_a_function() -> None:
@@ -282,13 +282,15 @@ async def test_a_recipe_for_a_write_its_check_would_refuse_gets_the_refusal_as_t
         "To reserve 5 Copper Saucepans in the Leeds warehouse, call the `reserve_stock` function with the "
         'arguments `{"sku": "CS-402", "quantity": 5, "warehouse": "Leeds"}`.'
     )
-    model = ScriptedModel([call("check_stock", sku="CS-402"), recipe, "Leeds has only 2, so nothing was reserved."])
+    model = ScriptedModel(
+        [call("check_stock", sku="CS-402"), recipe, "Leeds has only 2, so nothing was reserved."]
+    )
     store = MemoryStore()
     a = Agent("stock", tools=list(_stock_tools(reserved)), model=model)
     result = await Runner(store).run(a, "Reserve 5 Copper Saucepans (CS-402) in the Leeds warehouse.")
     assert result.ok and reserved == []  # the write spelled out is never made
     (told,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
     assert told.then == "answer"
-    assert told.message.endswith(
-        "reserve_stock was not run, and nothing was changed: Leeds has only 2 units of CS-402. Tell the user."
+    assert told.message == (
+        "Leeds has only 2 units of CS-402, so reserve_stock was not run and nothing was changed. Tell the user that."
     )

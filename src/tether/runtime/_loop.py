@@ -729,7 +729,11 @@ def _checked(tool: Any, arguments: dict[str, Any], state: _State) -> str | None:
         why = f"its precondition could not be checked ({type(exc).__name__}: {exc})"
     if why is None:
         return None
-    return f"{tool.name} was not run, and nothing was changed: {str(why).rstrip('.')}. Tell the user."
+    # worded as the answer it asks for, the fact first: a small model told to answer copies it
+    why = str(why).strip().rstrip(".")
+    return (
+        f"{why[:1].upper()}{why[1:]}, so {tool.name} was not run and nothing was changed. Tell the user that."
+    )
 
 
 def _canonical(arguments: dict[str, Any] | str) -> str:
@@ -922,8 +926,9 @@ def _after_rejection(
             )
         refused = _recipe_refused(state, tools, text)
         if refused is not None:
-            # the write it spelled out would be refused by the tool's own precondition: that is the answer
-            return "answer", (), f"{said} {refused}"
+            # the write it spelled out would be refused by the tool's own precondition: that is the
+            # answer, told as the answer (what a small model told to answer copies is the last message)
+            return "answer", (), refused
         # after reads, with a write the user asked for still not run: a free turn is where a refund of
         # whatever amount is in view would run (the blender that order 4410 does not have)
         return (
