@@ -763,3 +763,46 @@ async def test_a_nonsense_sum_is_never_offered_as_the_calculation_for_a_write() 
     result = await Runner(store).run(agent, "Give Priya Raman a 10% raise.")
     (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
     assert refused.error_type == "Ungrounded" and "Call calculator with" not in refused.message
+
+
+@pytest.mark.parametrize(
+    ("request_text", "sent_back"),
+    [
+        ("What is the annual budget of the department Dana Whitfield's manager works in?", True),
+        ("What does Dana Whitfield earn per hour?", False),  # no pointer the request names
+    ],
+)
+async def test_an_answer_that_gives_up_while_a_result_points_at_the_record_asked_about_is_sent_there(
+    request_text: str, sent_back: bool
+) -> None:
+    @tool(idempotent=True)
+    def find_employee(name: str) -> dict:
+        """Find an employee by name."""
+        return {"employee_id": "E-1017", "name": name, "manager_id": "E-1009", "department": "Engineering"}
+
+    @tool(idempotent=True)
+    def get_employee(employee_id: str) -> dict:
+        """Look an employee up by employee id (E-...)."""
+        return {"employee_id": employee_id, "name": "Grace Okafor", "department": "Engineering"}
+
+    gave_up = "The annual budget is not provided in the tool results."
+    model = ScriptedModel(
+        [
+            call("find_employee", name="Dana Whitfield"),
+            gave_up,
+            call("get_employee", employee_id="E-1009"),
+            "Grace Okafor manages Dana; her department's budget is not in the results.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("hr", tools=[find_employee, get_employee], model=model)
+    result = await Runner(store).run(agent, request_text)
+    rejected = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
+    if not sent_back:
+        assert result.output == gave_up and rejected == []
+        return
+    (told,) = rejected
+    assert (told.then, told.needs, told.soft) == ("tool", ("get_employee",), True)
+    assert (
+        "the tool results point at E-1009 (their manager_id), which no tool has looked up yet" in told.message
+    )

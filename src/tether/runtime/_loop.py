@@ -834,19 +834,38 @@ def _unresolved_reference(
         return None
     # "C-442." at the end of a sentence is C-442
     said = {ident.rstrip(".:/-#@").casefold() for _, ident in identifiers({"answer": text})}
-    if not said:
+    # or an answer that gives up ("...is not provided in the tool results") while a result points at a
+    # record nobody looked up: the chain stopped a hop short (the manager's id, never looked up)
+    gives_up = not said and not state.last_missing and _GIVES_UP.search(text) is not None
+    if not said and not gives_up:
         return None
     asked = Evidence((state.started.input,))
+    request_words = set(re.findall(r"[a-z]+", state.started.input.casefold()))
+    found: list[tuple[int, tuple[str, str, str, str]]] = []
     for content in (c for texts in state.texts_by.values() for c in texts):
         for field_name, value in references(content):
-            if value.casefold() not in said or asked.has_ident(value):
+            if asked.has_ident(value) or (not gives_up and value.casefold() not in said):
                 continue
             if any(value.casefold() in args.casefold() for _, args in state.call_counts):
                 continue  # a tool was already asked about this record: the answer is what it found
-            found = _looks_up(state, tools, field_name, value)
-            if found is not None:
-                return (value, field_name, *found)
-    return None
+            lookup = _looks_up(state, tools, field_name, value)
+            if lookup is not None:
+                # the pointer the request is about first ("manager" in the request, `manager_id`)
+                about = len(set(re.findall(r"[a-z]+", field_name.casefold())) & request_words)
+                found.append((-about, (value, field_name, *lookup)))
+    if not found:
+        return None
+    rank, best = min(found, key=lambda f: f[0])
+    # giving up with no pointer the request names: nothing to send it to
+    return None if gives_up and rank == 0 else best
+
+
+# an answer that says the value is not there, in the words small models use
+_GIVES_UP = re.compile(
+    r"\b(not (provided|available|given|included|specified|listed)|no information|(cannot|can't|unable to) "
+    r"(be )?(determine|find|provide)|(do|does) not (have|contain|include))\b",
+    re.I,
+)
 
 
 def _looks_up(state: _State, tools: Mapping[str, Any], field_name: str, value: str) -> tuple[str, str] | None:
@@ -2309,9 +2328,9 @@ class Runner:
             value, field_name, tool_name, param = reference
             then, needs = "tool", (tool_name,)
             message = (
-                f"Your answer was not shown to the user: {value} is the {field_name} a tool returned, not the "
-                f"answer itself. Call {tool_name} with {param}={value!r} to look it up, then answer the user's "
-                f"{_request(state, tools)} from what it returns."
+                f"Your answer was not shown to the user: the tool results point at {value} (their "
+                f"{field_name}), which no tool has looked up yet. Call {tool_name} with {param}={value!r} to "
+                f"look it up, then answer the user's {_request(state, tools)} from what it returns."
             )
         elif reason == _UNSAID:
             then, needs, message = (
