@@ -525,7 +525,9 @@ def build_tools(world: World) -> dict[str, Tool]:
         # the precondition a developer who knows the stock system takes back-orders declares: no more
         # units than the stock check showed in that warehouse
         for lookup in seen.results("check_stock", sku=arguments.get("sku", "")):
-            by_warehouse = lookup.result.get("units_by_warehouse", {}) if isinstance(lookup.result, dict) else {}
+            by_warehouse = (
+                lookup.result.get("units_by_warehouse", {}) if isinstance(lookup.result, dict) else {}
+            )
             wanted = str(arguments.get("warehouse", "")).strip().casefold()
             units = next((n for w, n in by_warehouse.items() if w.casefold() == wanted), None)
             if units is not None and arguments.get("quantity", 0) > units:

@@ -43,6 +43,27 @@ def refund(order_id: str, amount: float) -> str:
     return f"refunded {amount} on {order_id}"
 
 
+# every tier runs without a person: what stops a wrong write in these tests is a guard
+EVERY_TIER_RUNS = TierPolicy(tiers={"medium": "run", "high": "run", "critical": "run"}, confidence_floor=0.0)
+
+
+def _hr_tools(writes: list[float]) -> tuple:
+    """find_employee (Priya Raman, E-1021, salary 82000) and an update_salary that records its writes."""
+
+    @tool(idempotent=True)
+    def find_employee(name: str) -> dict:
+        """Find an employee by name."""
+        return {"employee_id": "E-1021", "name": name, "salary": 82000}
+
+    @tool(risk="high", reversible=False, requires=("find_employee",))
+    def update_salary(employee_id: str, new_salary: float) -> dict:
+        """Set an employee's salary."""
+        writes.append(new_salary)
+        return {"employee_id": employee_id, "salary": new_salary}
+
+    return find_employee, update_salary
+
+
 def _call(call_id: str, name: str, **arguments: object) -> ToolCall:
     return ToolCall(call_id=call_id, name=name, arguments=arguments)
 
@@ -224,17 +245,7 @@ async def test_an_answer_about_a_named_record_before_any_call_is_sent_back(
 
 async def test_a_write_that_sets_the_value_a_lookup_already_shows_is_refused() -> None:
     writes: list[float] = []
-
-    @tool(idempotent=True)
-    def find_employee(name: str) -> dict:
-        """Find an employee by name."""
-        return {"employee_id": "E-1021", "name": name, "salary": 82000}
-
-    @tool(risk="high", reversible=False, requires=("find_employee",))
-    def update_salary(employee_id: str, new_salary: float) -> dict:
-        """Set an employee's salary."""
-        writes.append(new_salary)
-        return {"employee_id": employee_id, "salary": new_salary}
+    find_employee, update_salary = _hr_tools(writes)
 
     model = ScriptedModel(
         [
@@ -246,10 +257,7 @@ async def test_a_write_that_sets_the_value_a_lookup_already_shows_is_refused() -
         ]
     )
     store = MemoryStore()
-    every_tier_runs = TierPolicy(
-        tiers={"medium": "run", "high": "run", "critical": "run"}, confidence_floor=0.0
-    )
-    agent = Agent("hr", tools=[find_employee, update_salary, calculator], model=model, policy=every_tier_runs)
+    agent = Agent("hr", tools=[find_employee, update_salary, calculator], model=model, policy=EVERY_TIER_RUNS)
     result = await Runner(store).run(agent, "Give Priya Raman a 10% raise.")
     assert result.ok and writes == [90200.0]  # the no-op write never ran
     (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
@@ -271,17 +279,7 @@ async def test_a_new_value_stated_after_its_write_was_refused_as_a_no_op_is_sent
     answer: str, sent_back: bool
 ) -> None:
     writes: list[float] = []
-
-    @tool(idempotent=True)
-    def find_employee(name: str) -> dict:
-        """Find an employee by name."""
-        return {"employee_id": "E-1021", "name": name, "salary": 82000}
-
-    @tool(risk="high", reversible=False, requires=("find_employee",))
-    def update_salary(employee_id: str, new_salary: float) -> dict:
-        """Set an employee's salary."""
-        writes.append(new_salary)
-        return {"employee_id": employee_id, "salary": new_salary}
+    find_employee, update_salary = _hr_tools(writes)
 
     model = ScriptedModel(
         [
@@ -294,10 +292,7 @@ async def test_a_new_value_stated_after_its_write_was_refused_as_a_no_op_is_sent
         ]
     )
     store = MemoryStore()
-    every_tier_runs = TierPolicy(
-        tiers={"medium": "run", "high": "run", "critical": "run"}, confidence_floor=0.0
-    )
-    agent = Agent("hr", tools=[find_employee, update_salary, calculator], model=model, policy=every_tier_runs)
+    agent = Agent("hr", tools=[find_employee, update_salary, calculator], model=model, policy=EVERY_TIER_RUNS)
     result = await Runner(store).run(agent, "Give Priya Raman a 10% raise and tell me her new salary.")
     rejected = [s.event for s in await store.load(result.run_id) if isinstance(s.event, AnswerRejected)]
     if not sent_back:
@@ -622,17 +617,7 @@ async def test_an_invented_id_is_answered_with_the_ids_of_that_form_the_results_
 
 async def test_a_write_value_worked_out_in_the_head_is_sent_to_the_calculator_with_the_expression() -> None:
     writes: list[float] = []
-
-    @tool(idempotent=True)
-    def find_employee(name: str) -> dict:
-        """Find an employee by name."""
-        return {"employee_id": "E-1021", "name": name, "salary": 82000}
-
-    @tool(risk="high", reversible=False, requires=("find_employee",))
-    def update_salary(employee_id: str, new_salary: float) -> dict:
-        """Set an employee's salary."""
-        writes.append(new_salary)
-        return {"employee_id": employee_id, "salary": new_salary}
+    find_employee, update_salary = _hr_tools(writes)
 
     model = ScriptedModel(
         [
@@ -644,10 +629,7 @@ async def test_a_write_value_worked_out_in_the_head_is_sent_to_the_calculator_wi
         ]
     )
     store = MemoryStore()
-    every_tier_runs = TierPolicy(
-        tiers={"medium": "run", "high": "run", "critical": "run"}, confidence_floor=0.0
-    )
-    agent = Agent("hr", tools=[find_employee, update_salary, calculator], model=model, policy=every_tier_runs)
+    agent = Agent("hr", tools=[find_employee, update_salary, calculator], model=model, policy=EVERY_TIER_RUNS)
     result = await Runner(store).run(agent, "Give Priya Raman a 10% raise.")
     assert result.ok and writes == [90200.0]
     (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
@@ -725,10 +707,7 @@ async def test_a_worked_out_value_for_a_write_nobody_asked_for_gets_no_calculato
         ]
     )
     store = MemoryStore()
-    every_tier_runs = TierPolicy(
-        tiers={"medium": "run", "high": "run", "critical": "run"}, confidence_floor=0.0
-    )
-    agent = Agent("shop", tools=[lookup_order, calculator, refund], model=model, policy=every_tier_runs)
+    agent = Agent("shop", tools=[lookup_order, calculator, refund], model=model, policy=EVERY_TIER_RUNS)
     result = await Runner(store).run(agent, "How much do 2 of the kettles from order 1042 come to?")
     assert result.ok
     (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
@@ -736,15 +715,7 @@ async def test_a_worked_out_value_for_a_write_nobody_asked_for_gets_no_calculato
 
 
 async def test_a_nonsense_sum_is_never_offered_as_the_calculation_for_a_write() -> None:
-    @tool(idempotent=True)
-    def find_employee(name: str) -> dict:
-        """Find an employee by name."""
-        return {"employee_id": "E-1021", "name": name, "salary": 82000}
-
-    @tool(risk="high", reversible=False, requires=("find_employee",))
-    def update_salary(employee_id: str, new_salary: float) -> dict:
-        """Set an employee's salary."""
-        return {"employee_id": employee_id, "salary": new_salary}
+    find_employee, update_salary = _hr_tools([])
 
     model = ScriptedModel(
         [
@@ -756,10 +727,7 @@ async def test_a_nonsense_sum_is_never_offered_as_the_calculation_for_a_write() 
         ]
     )
     store = MemoryStore()
-    every_tier_runs = TierPolicy(
-        tiers={"medium": "run", "high": "run", "critical": "run"}, confidence_floor=0.0
-    )
-    agent = Agent("hr", tools=[find_employee, update_salary, calculator], model=model, policy=every_tier_runs)
+    agent = Agent("hr", tools=[find_employee, update_salary, calculator], model=model, policy=EVERY_TIER_RUNS)
     result = await Runner(store).run(agent, "Give Priya Raman a 10% raise.")
     (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
     assert refused.error_type == "Ungrounded" and "Call calculator with" not in refused.message
