@@ -61,7 +61,7 @@ class ToolSpec:
     check: Callable[[dict[str, Any], Seen], str | None] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Lookup:
     """One successful tool call of a run: its arguments and its result (parsed JSON, else the text)."""
 
