@@ -73,6 +73,9 @@ def derive(value: Decimal, known: Iterable[Decimal]) -> str | None:
     return None
 
 
+_POWERS = frozenset(Decimal(10) ** k for k in (-3, -2, -1, 1, 2, 3))
+
+
 def misscaled(value: Decimal, known: Iterable[Decimal]) -> Decimal | None:
     """The known number `value` is a power of ten away from ("$24,000,000" for a budget of 2400000, a
     zero too many in the thousands separators), or None. For the message that sends such an answer back:
@@ -87,6 +90,3 @@ def misscaled(value: Decimal, known: Iterable[Decimal]) -> Decimal | None:
         if ratio in _POWERS:
             return n
     return None
-
-
-_POWERS = frozenset(Decimal(10) ** k for k in (-3, -2, -1, 1, 2, 3))

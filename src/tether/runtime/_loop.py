@@ -204,10 +204,10 @@ class _State:
     reasons: list[str] = field(default_factory=list)
     """Why each rejected answer was sent back (without the details in brackets), in order."""
     standing: str | None = None
-    standing_over: str = ""
-    """Why the answer after `standing` was rejected, when `standing` became the answer."""
     """The last answer sent back only for its quality (`soft`): returned if every answer after it is
     rejected for its truth once the retries are used up, rather than ending the run `failed`."""
+    standing_over: str = ""
+    """Why the answer after `standing` was rejected, when `standing` became the answer."""
     derived: tuple[str, ...] = ()
     """How the numbers of the last answer checked were computed from seen ones ("75.8 = 2 × 37.9")."""
     requests: dict[str, ApprovalRequested] = field(default_factory=dict)
@@ -341,7 +341,8 @@ class _State:
         """Send a rejected answer's message; `then` ("tool", "answer" or "either") is what the next turn
         must be, and `needs` the tools a required call is limited to. Only rejections that are not
         `soft` count against the answer retries."""
-        self.answers_rejected += 0 if soft else 1
+        if not soft:
+            self.answers_rejected += 1
         if soft and self.messages and isinstance(self.messages[-1], AssistantMessage):
             # it passed every check of truth: if the answers after it fail those, it is the answer
             self.standing = self.messages[-1].content or None
@@ -478,8 +479,9 @@ def _first_evidence(started: RunStarted) -> Evidence:
 # a call refused by a person, a guardrail or the kill switch stays in view
 _FOLDED = frozenset({"ungrounded", "precondition", "repeated", "invalid_arguments", "unknown_tool"})
 _RECORD_MISSING = "RecordMissing"
-_NO_CHANGE = "NoChange"
 """The `error_type` of a write refused because a tool reported its record missing."""
+_NO_CHANGE = "NoChange"
+"""The `error_type` of a write refused because it sets a value the record already holds."""
 # errors a tool raises that asking again with the same arguments cannot change (unlike a timeout or a
 # dropped connection): a repeat of the call is answered with the error instead of run again
 _SETTLED_ERRORS = frozenset(
@@ -792,8 +794,8 @@ def _new_value_not_written(state: _State, text: str) -> tuple[str, str, Decimal]
     not run since, when the answer states a new value of the same size ("her new salary is 90,200"):
     the change the user asked for was worked out but never made. Returns the tool, what it would have
     changed ("new_salary is still 82000 for E-1021") and the new value."""
+    stated = stated_numbers(text) if state.unchanged else []
     for tool_name, arguments in state.unchanged.items():
-        stated = stated_numbers(text)
         for param, current in arguments.items():
             if not isinstance(current, int | float) or isinstance(current, bool) or current <= 0:
                 continue
@@ -822,6 +824,14 @@ def _calculation(state: _State, tools: Mapping[str, Any], value: Decimal) -> tup
         if small < 1 or small < large / 1000:
             return None
     return calculators[0], form.replace("×", "*").replace("÷", "/").replace("−", "-")
+
+
+# an answer that says the value is not there, in the words small models use
+_GIVES_UP = re.compile(
+    r"\b(not (provided|available|given|included|specified|listed)|no information|(cannot|can't|unable to) "
+    r"(be )?(determine|find|provide)|(do|does) not (have|contain|include))\b",
+    re.I,
+)
 
 
 def _unresolved_reference(
@@ -858,14 +868,6 @@ def _unresolved_reference(
     rank, best = min(found, key=lambda f: f[0])
     # giving up with no pointer the request names: nothing to send it to
     return None if gives_up and rank == 0 else best
-
-
-# an answer that says the value is not there, in the words small models use
-_GIVES_UP = re.compile(
-    r"\b(not (provided|available|given|included|specified|listed)|no information|(cannot|can't|unable to) "
-    r"(be )?(determine|find|provide)|(do|does) not (have|contain|include))\b",
-    re.I,
-)
 
 
 def _looks_up(state: _State, tools: Mapping[str, Any], field_name: str, value: str) -> tuple[str, str] | None:
@@ -1074,11 +1076,11 @@ def _calculators(tools: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def _worked_out(
-    state: _State, tools: Mapping[str, Any], ungrounded: Sequence[Any]
+    state: _State, tools: Mapping[str, Any], write: str, ungrounded: Sequence[Any]
 ) -> tuple[tuple[str, ...], str] | None:
-    """For a write refused over a number the model worked out in its head (`new_salary=90200`, which is
-    82000 x (1 + 0.1)): the calculator to call and the message naming the expression, with `{tool}`
-    for the write. None when a value is not one step of arithmetic on seen numbers, or no calculator."""
+    """For the `write` refused over a number the model worked out in its head (`new_salary=90200`,
+    which is 82000 x (1 + 0.1)): the calculator to call and the message naming the expression. None
+    when a value is not one step of arithmetic on seen numbers, or there is no calculator."""
     if len(ungrounded) != 1:
         return None
     (u,) = ungrounded
@@ -1088,9 +1090,9 @@ def _worked_out(
         return None
     calculator, expression = calculation
     return (calculator,), (
-        f"{{tool}} was not run: {u.path}={u.value} is worked out ({_fmt_number(stated[0])} = {expression}), "
+        f"{write} was not run: {u.path}={u.value} is worked out ({_fmt_number(stated[0])} = {expression}), "
         f"and a change is made only with values a tool returned. Call {calculator} with {expression!r} "
-        "first, then call {tool} with its result."
+        f"first, then call {write} with its result."
     )
 
 
@@ -1574,13 +1576,13 @@ class Runner:
                     # only for a write the user asked for: the calculator's result would let it run
                     # (a refund of the "how much" the user only asked about would be grounded then)
                     asked = _writes(tool) and asks_for(call.name, state.started.input)
-                    worked = _worked_out(state, agent.tools, ungrounded) if asked else None
-                    alike = _alike_ids(state, ungrounded)
+                    worked = _worked_out(state, agent.tools, call.name, ungrounded) if asked else None
                     if worked is not None:
                         # a write's value the model computed in its head: a calculator's result is one
                         # the run has seen, so the write can take it
-                        needs, message = worked[0], worked[1].format(tool=call.name)
+                        needs, message = worked
                     else:
+                        alike = _alike_ids(state, ungrounded)
                         if alike:
                             # the tool it chose, with an id the results give: offered another read as
                             # well, the 1.5B model took that one and lost the chain
@@ -2262,7 +2264,8 @@ class Runner:
             # fault, and their message ("use the tools to get the real values") is what made the demo's
             # model look the order up and compute; the recipe message alone sent it round in circles
             reason = unusable_answer(text, tuple(tools))
-        # the rules below judge an answer's quality, not its truth: at the last try it stands (`soft`)
+        # the rules below judge an answer's quality, not its truth (`soft`): each sends an answer back
+        # once per run, outside the retries
         soft = False
         if (
             reason is None
