@@ -27,7 +27,7 @@ from tether.models import (
 
 pytest.importorskip("llama_cpp", reason="the local backend needs tether[local]")
 
-from tether.models.llamacpp import LlamaCppModel, tool_call_grammar
+from tether.models.llamacpp import CALL_AS_ANSWER_REFUSED, LlamaCppModel, tool_call_grammar
 
 pytestmark = pytest.mark.anyio
 
@@ -142,6 +142,36 @@ async def test_tool_choice_none_answers_in_text(model: LlamaCppModel) -> None:
     assert response.tool_calls == ()
     assert response.text
     assert "<tool_call>" not in response.text
+
+
+@pytest.mark.model
+async def test_tool_choice_none_never_answers_with_a_call_written_as_text(model: LlamaCppModel) -> None:
+    # asked for words, the 0.5B writes the call it wanted as bare JSON; it is asked again, starting with a word
+    pieces: list[str] = []
+    response = await model.request(
+        [UserMessage(content=CALC_QUESTION)],
+        tools=[CALCULATOR],
+        settings=ModelSettings(tool_choice="none", max_tokens=40, temperature=0),
+        on_token=pieces.append,
+    )
+    assert response.tool_calls == ()
+    assert CALL_AS_ANSWER_REFUSED in response.repairs
+    assert response.text and response.text[0] not in '{[`<'
+    assert "".join(pieces).strip() == response.text
+
+
+@pytest.mark.model
+async def test_tool_choice_none_keeps_json_that_is_not_a_call(model: LlamaCppModel) -> None:
+    pieces: list[str] = []
+    response = await model.request(
+        [UserMessage(content='Reply with exactly this JSON and nothing else: {"name": "Dana", "age": 41}')],
+        tools=[CALCULATOR],
+        settings=ModelSettings(tool_choice="none", max_tokens=30, temperature=0),
+        on_token=pieces.append,
+    )
+    assert CALL_AS_ANSWER_REFUSED not in response.repairs
+    assert '"Dana"' in response.text and response.text.lstrip().startswith("{")
+    assert "".join(pieces).strip() == response.text
 
 
 @pytest.mark.model

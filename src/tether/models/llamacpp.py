@@ -38,6 +38,7 @@ import json
 import math
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from llama_cpp import Llama
 
 __all__ = [
+    "CALL_AS_ANSWER_REFUSED",
     "DUPLICATE_TOOL_CALL",
     "EMPTY_ANSWER_REFUSED",
     "TEXT_AFTER_TOOL_CALL",
@@ -84,6 +86,11 @@ _CALL_OPENERS: Final = (
     '```json[{"name"',
 )
 _OPENER: Final = "<opener>"
+# enough tokens after an opener for the name of the tool it calls
+_NAME_PEEK_TOKENS: Final = 24
+_CALLED_NAME: Final = re.compile(r'"name"\s*:\s*"([^"]+)"')
+# the first characters of a call written as text: JSON, a list of calls, a fence, a tag
+_CALL_START_CHARS: Final = frozenset("{[`<")
 # after a call the model either ends its turn or opens another call; more than this is chatter
 _BETWEEN_CALLS_MAX_TOKENS: Final = 16
 # agents use a handful of tool sets; this only bounds the memory of a caller that varies them freely
@@ -96,6 +103,9 @@ EMPTY_ANSWER_REFUSED: Final = "empty_answer_refused"
 not allowed to end the turn."""
 TOOL_CALL_SUPPRESSED: Final = "tool_call_suppressed"
 """Repair: with `tool_choice="none"` the model began a tool call anyway; the answer ends before it."""
+CALL_AS_ANSWER_REFUSED: Final = "call_as_answer_refused"
+"""Repair: with `tool_choice="none"` the model's whole answer was a tool call written as text (bare or
+fenced JSON); it was asked again with its first token not allowed to open JSON, a fence or a tag."""
 DUPLICATE_TOOL_CALL: Final = "duplicate_tool_call"
 """Repair: the model repeated a call (same tool, same arguments) within one answer; the copy was dropped."""
 
@@ -186,6 +196,7 @@ class LlamaCppModel(Model):
         self._llm: Llama | None = None
         self._lock = threading.Lock()
         self._grammars: dict[tuple[tuple[str, str], ...], str] = {}
+        self._call_start_tokens: tuple[int, ...] | None = None
         self.model_path: Path | None = None
         """The GGUF file loaded, once loaded."""
         self.load_duration_s: float | None = None
@@ -325,10 +336,26 @@ class LlamaCppModel(Model):
             allowed = job.settings.allowed_tools
             callable_tools = [t for t in job.tools if t.name in allowed] if allowed else job.tools
             outcome = _Generation(
-                llm, job, self._grammar(callable_tools or job.tools), self._max_tool_calls
+                llm,
+                job,
+                self._grammar(callable_tools or job.tools),
+                self._max_tool_calls,
+                call_starts=lambda: self._call_starts(llm),
             ).run()
             self.last_stats = outcome.stats
             return outcome
+
+    def _call_starts(self, llm: Llama) -> tuple[int, ...]:
+        """The tokens an answer written as a call starts with, found once per loaded model (about a
+        second over Qwen's 151k tokens): blank ones, and those opening JSON, a fence or a tag."""
+        if self._call_start_tokens is None:
+            starts = []
+            for token in range(llm.n_vocab()):
+                piece = llm.detokenize([token]).decode("utf-8", errors="ignore").lstrip()
+                if not piece or piece[0] in _CALL_START_CHARS:
+                    starts.append(token)
+            self._call_start_tokens = tuple(starts)
+        return self._call_start_tokens
 
     def _grammar(self, tools: Sequence[ToolDefinition]) -> str:
         key = tuple((t.name, json.dumps(t.parameters, sort_keys=True)) for t in tools)
@@ -381,7 +408,15 @@ class _Pass:
 class _Generation:
     """The passes of one request: free text, then a grammar-constrained call per `<tool_call>`."""
 
-    def __init__(self, llm: Llama, job: _Job, grammar: str, max_calls: int) -> None:
+    def __init__(
+        self,
+        llm: Llama,
+        job: _Job,
+        grammar: str,
+        max_calls: int,
+        *,
+        call_starts: Callable[[], tuple[int, ...]],
+    ) -> None:
         import llama_cpp
 
         self._llama_cpp = llama_cpp
@@ -392,6 +427,7 @@ class _Generation:
         self._job = job
         self._grammar_text = grammar
         self._max_calls = max_calls
+        self._call_starts = call_starts
         self._budget = job.settings.max_tokens
         self._repairs: list[str] = []
         self._prompt_tokens = 0
@@ -419,7 +455,7 @@ class _Generation:
 
         # with tool_choice="none" the tools stay in the prompt (so the KV cache still matches) but the
         # token that opens a call is banned, so the model answers in words
-        openers = _CALL_OPENERS if job.mode == "auto" else ()
+        openers = _CALL_OPENERS
         banned = self._single_token(_qwen.TOOL_CALL_OPEN) if job.mode == "none" else ()
         free = self._pass(prompt_tokens, stops=_TEXT_STOPS, openers=openers, banned=banned, stream=True)
         text = free.text
@@ -427,18 +463,9 @@ class _Generation:
             # the model ends its turn without a word or a call (small models do, after a refused call or
             # when told to answer with the call they wanted banned): its first token may not end the turn
             self._repairs.append(EMPTY_ANSWER_REFUSED)
-            first = self._pass(
-                prompt_tokens,
-                stops=_TEXT_STOPS,
-                openers=openers,
-                banned=(*banned, *self._end_tokens()),
-                stream=True,
-                limit=1,
-            )
-            free, text = first, first.text
-            if first.stopped_on == "length":  # an ordinary first token: the model writes on from it
-                rest = self._pass(prompt_tokens + first.tokens, stops=_TEXT_STOPS, banned=banned, stream=True)
-                free, text = rest, first.text + rest.text
+            free, text = self._answer_again(prompt_tokens, openers, banned, first_banned=self._end_tokens())
+        if job.mode == "none" and free.stopped_on == _OPENER:
+            free, text = self._words_not_call(prompt_tokens, free, banned)
         if free.stopped_on == _OPENER:
             fenced = "".join(text.split()).startswith("```")
             self._repairs.append(_parse.FENCED_JSON_CALL if fenced else _parse.BARE_JSON_CALL)
@@ -463,6 +490,51 @@ class _Generation:
             if parsed.calls:
                 return self._outcome(parsed.text, parsed.calls, finish)
         return self._outcome(text.strip(), (), finish)
+
+    def _answer_again(
+        self,
+        prompt_tokens: list[int],
+        openers: tuple[str, ...],
+        banned: tuple[int, ...],
+        *,
+        first_banned: tuple[int, ...],
+    ) -> tuple[_Pass, str]:
+        """Answer again with `first_banned` not allowed as the first token; the last pass and the text."""
+        first = self._pass(
+            prompt_tokens,
+            stops=_TEXT_STOPS,
+            openers=openers,
+            banned=(*banned, *first_banned),
+            stream=True,
+            limit=1,
+        )
+        if first.stopped_on != "length":
+            return first, first.text
+        # an ordinary first token: the model writes on from it
+        rest = self._pass(prompt_tokens + first.tokens, stops=_TEXT_STOPS, banned=banned, stream=True)
+        return rest, first.text + rest.text
+
+    def _words_not_call(
+        self, prompt_tokens: list[int], opened: _Pass, banned: tuple[int, ...]
+    ) -> tuple[_Pass, str]:
+        """With tool_choice="none", an answer that began as JSON: if it is a call to one of the tools
+        written as text (small models told to answer in words write the call they wanted: the 0.5B in
+        about half its forced answer turns), answer again starting with a word; other JSON (an answer
+        the user asked for as JSON) is shown and written on. The last pass and the text."""
+        head = prompt_tokens + opened.tokens
+        peek = self._pass(head, stops=_TEXT_STOPS, banned=banned, limit=_NAME_PEEK_TOKENS)
+        text = opened.text + peek.text
+        named = _CALLED_NAME.search(text)
+        if named is not None and named.group(1) in {t.name for t in self._job.tools}:
+            self._repairs.append(CALL_AS_ANSWER_REFUSED)
+            first_banned = (*self._end_tokens(), *self._call_starts())
+            return self._answer_again(prompt_tokens, (), banned, first_banned=first_banned)
+        if self._job.on_token is not None:
+            self._job.on_token(text)
+        if peek.stopped_on != "length":
+            return peek, text
+        rest = self._pass(head + peek.tokens, stops=_TEXT_STOPS, banned=banned, stream=True)
+        return rest, text + rest.text
 
     def _calls(self, head_tokens: list[int]) -> tuple[tuple[ToolCall, ...], str]:
         """Constrained calls from `head_tokens` (prompt plus any text the model wrote first)."""
