@@ -774,3 +774,107 @@ async def test_an_answer_that_gives_up_while_a_result_points_at_the_record_asked
     assert (
         "the tool results point at E-1009 (their manager_id), which no tool has looked up yet" in told.message
     )
+
+
+def _shop_lookups(ran: list[str]) -> tuple:
+    """lookup_order (7702, placed by C-442) and lookup_customer (C-442), recording what ran."""
+
+    @tool(idempotent=True)
+    def lookup_order(order_id: str) -> dict:
+        """Read an order by its number."""
+        ran.append(f"lookup_order({order_id})")
+        return {"order_id": "7702", "customer_id": "C-442"}
+
+    @tool(idempotent=True)
+    def lookup_customer(customer_id: str) -> dict:
+        """Read a customer by customer id."""
+        ran.append(f"lookup_customer({customer_id})")
+        if customer_id != "C-442":
+            raise LookupError(f"there is no customer {customer_id!r}")
+        return {"customer_id": "C-442", "email": "j.chen@example.org"}
+
+    return lookup_order, lookup_customer
+
+
+async def test_a_value_the_request_labels_as_another_record_is_sent_to_that_records_lookup() -> None:
+    ran: list[str] = []
+    lookup_order, lookup_customer = _shop_lookups(ran)
+    model = ScriptedModel(
+        [
+            call("lookup_customer", customer_id="7702"),  # the order's number, as a customer id
+            call("lookup_order", order_id="7702"),
+            call("lookup_customer", customer_id="C-442"),
+            "Write to j.chen@example.org.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("shop", tools=[lookup_order, lookup_customer], model=model)
+    result = await Runner(store).run(agent, "Which email should I use for the customer who placed order 7702?")
+    assert result.ok and result.output == "Write to j.chen@example.org."
+    assert ran == ["lookup_order(7702)", "lookup_customer(C-442)"]  # the wrong lookup never ran
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert (refused.kind, refused.error_type, refused.needs) == ("ungrounded", "WrongKind", ("lookup_order",))
+    assert refused.message == (
+        "lookup_customer was not run: 7702 is the order in the request ('order 7702'), not a customer_id. "
+        "Look the order up with lookup_order first; its result gives the customer_id."
+    )
+    assert model.request_settings[1].allowed_tools == ("lookup_order",)
+
+
+async def test_a_value_labelled_as_the_kind_the_tool_takes_runs() -> None:
+    ran: list[str] = []
+    lookup_order, lookup_customer = _shop_lookups(ran)
+    model = ScriptedModel(
+        [call("lookup_order", order_id="7702"), call("lookup_customer", customer_id="C-442"), "j.chen@example.org"]
+    )
+    agent = Agent("shop", tools=[lookup_order, lookup_customer], model=model)
+    result = await Runner(MemoryStore()).run(agent, "Who placed order number 7702? Customer C-442, I think.")
+    assert result.ok and ran == ["lookup_order(7702)", "lookup_customer(C-442)"]
+
+
+async def test_a_name_sent_as_an_id_is_sent_to_the_lookup_by_name() -> None:
+    ran: list[str] = []
+
+    @tool(idempotent=True)
+    def find_employee(name: str) -> dict:
+        """Find an employee by full name."""
+        ran.append(f"find_employee({name})")
+        return {"employee_id": "E-1017", "name": name, "manager_id": "E-1009"}
+
+    @tool(idempotent=True)
+    def get_employee(employee_id: str) -> dict:
+        """Read an employee by employee id."""
+        ran.append(f"get_employee({employee_id})")
+        return {"employee_id": employee_id, "name": "Grace Okafor"}
+
+    model = ScriptedModel(
+        [
+            call("get_employee", employee_id="Dana Whitfield"),
+            call("find_employee", name="Dana Whitfield"),
+            call("get_employee", employee_id="E-1009"),
+            "Dana Whitfield's manager is Grace Okafor.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("hr", tools=[find_employee, get_employee], model=model)
+    result = await Runner(store).run(agent, "Who is Dana Whitfield's manager?")
+    assert result.ok
+    assert ran == ["find_employee(Dana Whitfield)", "get_employee(E-1009)"]
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert (refused.error_type, refused.needs) == ("WrongKind", ("find_employee",))
+    assert refused.message == (
+        "get_employee was not run: employee_id='Dana Whitfield' is a name, not an id. Look Dana Whitfield up "
+        "by name with find_employee first; its result gives the employee_id."
+    )
+
+
+async def test_a_name_sent_as_an_id_runs_when_no_tool_takes_a_name() -> None:
+    @tool(idempotent=True)
+    def get_account(account_id: str) -> dict:
+        """Read an account."""
+        return {"account_id": account_id, "plan": "team"}
+
+    model = ScriptedModel([call("get_account", account_id="Blue Harbor"), "Blue Harbor is on the team plan."])
+    agent = Agent("crm", tools=[get_account], model=model)
+    result = await Runner(MemoryStore()).run(agent, "Which plan is the account Blue Harbor on?")
+    assert result.ok and result.output == "Blue Harbor is on the team plan."

@@ -24,7 +24,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal, Protocol
@@ -696,6 +696,74 @@ def _described(tools: Mapping[str, Any], call: ToolCall, tool: Any) -> tuple[str
             by_name,
         )
     return None
+
+
+# a person's or a thing's name ("Dana Whitfield"): capitalised words, no digits
+_NAME_VALUE = re.compile(r"[A-Z][\w'.\-]*(?:\s+[A-Z][\w'.\-]*)+")
+# the words that may stand between a label and its value: "order number 7702", "order #7702"
+_LABEL_FILLER = r"(?:\s+(?:number|no\.?|id|ID|code))?\s*[#:]?\s*"
+
+
+def _id_params(tool: Any, call: ToolCall) -> Iterator[tuple[str, str]]:
+    """The string arguments of a call that name a record by id (`order_id`, `id`)."""
+    if not isinstance(call.arguments, dict):
+        return
+    for param, value in call.arguments.items():
+        if (
+            (param == "id" or param.endswith("_id"))
+            and isinstance(value, str)
+            and param not in tool.spec.free_text
+        ):
+            yield param, value.strip()
+
+
+def _mislabelled(
+    tools: Mapping[str, Any], call: ToolCall, tool: Any, request: str
+) -> tuple[str, tuple[str, ...]] | None:
+    """Why a call may not run: an id argument holds something else, so the lookup can only fail or find
+    the wrong record. Either the request labels the value as another kind of record ("order 7702" sent
+    as a `customer_id`), or the value is a name ("Dana Whitfield" sent as an `employee_id`). With the
+    message, the reads that take such a value; None when no tool of the agent takes one."""
+    reads = sorted((t for t in tools.values() if _reads(t) and t.name != call.name), key=_source_rank)
+    for param, value in _id_params(tool, call):
+        if not value:
+            continue
+        if _NAME_VALUE.fullmatch(value):
+            by_name = tuple(
+                t.name for t in reads if any(p == "name" or p.endswith("_name") for p in _params(t))
+            )
+            if by_name:
+                return (
+                    f"{call.name} was not run: {param}={value!r} is a name, not an id. Look {value} up by name "
+                    f"with {' or '.join(by_name[:2])} first; its result gives the {param}.",
+                    by_name,
+                )
+            continue
+        m = re.search(rf"\b([A-Za-z]+){_LABEL_FILLER}{re.escape(value)}\b", request)
+        if m is None:
+            continue
+        label = m.group(1).lower()
+        if _names_part(label, param, call.name):
+            continue
+        takers = tuple(t.name for t in reads if _names_part(label, t.name, *_params(t)))
+        if takers:
+            return (
+                f"{call.name} was not run: {value} is the {label} in the request ({m.group(0).strip()!r}), "
+                f"not a {param}. Look the {label} up with {' or '.join(takers[:2])} first; its result gives "
+                f"the {param}.",
+                takers,
+            )
+    return None
+
+
+def _params(tool: Any) -> dict[str, Any]:
+    return tool.definition.parameters.get("properties", {})
+
+
+def _names_part(word: str, *names: str) -> bool:
+    """Whether `word` (or its singular) is a part of one of the snake_case `names`."""
+    forms = {word, word.removesuffix("s"), word.removesuffix("es")}
+    return any(part in forms for name in names for part in name.lower().split("_"))
 
 
 _JSON_OBJECT = re.compile(r"\{[^{}]*\}")
@@ -1549,6 +1617,14 @@ class Runner:
             if described is not None:
                 message, needs = described
                 self._tool_failed(state, call, "ungrounded", "Description", message, needs=needs)
+                state.force_tools = needs
+                continue
+            mislabelled = (
+                _mislabelled(agent.tools, call, tool, state.started.input) if agent.grounding else None
+            )
+            if mislabelled is not None:
+                message, needs = mislabelled
+                self._tool_failed(state, call, "ungrounded", "WrongKind", message, needs=needs)
                 state.force_tools = needs
                 continue
             if agent.grounding and isinstance(call.arguments, dict):
