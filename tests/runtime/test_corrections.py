@@ -809,7 +809,9 @@ async def test_a_value_the_request_labels_as_another_record_is_sent_to_that_reco
     )
     store = MemoryStore()
     agent = Agent("shop", tools=[lookup_order, lookup_customer], model=model)
-    result = await Runner(store).run(agent, "Which email should I use for the customer who placed order 7702?")
+    result = await Runner(store).run(
+        agent, "Which email should I use for the customer who placed order 7702?"
+    )
     assert result.ok and result.output == "Write to j.chen@example.org."
     assert ran == ["lookup_order(7702)", "lookup_customer(C-442)"]  # the wrong lookup never ran
     (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
@@ -825,7 +827,11 @@ async def test_a_value_labelled_as_the_kind_the_tool_takes_runs() -> None:
     ran: list[str] = []
     lookup_order, lookup_customer = _shop_lookups(ran)
     model = ScriptedModel(
-        [call("lookup_order", order_id="7702"), call("lookup_customer", customer_id="C-442"), "j.chen@example.org"]
+        [
+            call("lookup_order", order_id="7702"),
+            call("lookup_customer", customer_id="C-442"),
+            "j.chen@example.org",
+        ]
     )
     agent = Agent("shop", tools=[lookup_order, lookup_customer], model=model)
     result = await Runner(MemoryStore()).run(agent, "Who placed order number 7702? Customer C-442, I think.")
@@ -863,8 +869,8 @@ async def test_a_name_sent_as_an_id_is_sent_to_the_lookup_by_name() -> None:
     (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
     assert (refused.error_type, refused.needs) == ("WrongKind", ("find_employee",))
     assert refused.message == (
-        "get_employee was not run: employee_id='Dana Whitfield' is a name, not an id. Look Dana Whitfield up "
-        "by name with find_employee first; its result gives the employee_id."
+        "get_employee was not run: employee_id='Dana Whitfield' is a name; get_employee takes the employee_id "
+        "itself. Look 'Dana Whitfield' up by name with find_employee first; its result gives the employee_id."
     )
 
 
@@ -878,3 +884,66 @@ async def test_a_name_sent_as_an_id_runs_when_no_tool_takes_a_name() -> None:
     agent = Agent("crm", tools=[get_account], model=model)
     result = await Runner(MemoryStore()).run(agent, "Which plan is the account Blue Harbor on?")
     assert result.ok and result.output == "Blue Harbor is on the team plan."
+
+
+def _stock_tools(ran: list[str]) -> tuple:
+    """find_product (Copper Saucepan, sku CS-402) and check_stock by sku, recording what ran."""
+
+    @tool(idempotent=True)
+    def find_product(name: str) -> dict:
+        """Find a product by name."""
+        ran.append(f"find_product({name})")
+        if name.casefold().rstrip("s") != "copper saucepan":
+            raise LookupError(f"there is no product named {name!r}")
+        return {"sku": "CS-402", "name": "Copper Saucepan"}
+
+    @tool(idempotent=True)
+    def check_stock(sku: str) -> dict:
+        """Units in stock by SKU."""
+        ran.append(f"check_stock({sku})")
+        if sku != "CS-402":
+            raise LookupError(f"there is no SKU {sku!r}")
+        return {"sku": "CS-402", "units": 2}
+
+    return find_product, check_stock
+
+
+async def test_a_product_name_sent_as_a_sku_is_sent_to_the_lookup_by_name() -> None:
+    ran: list[str] = []
+    model = ScriptedModel(
+        [
+            call("check_stock", sku="copper saucepans"),
+            call("find_product", name="Copper Saucepans"),
+            call("check_stock", sku="CS-402"),
+            "There are 2 copper saucepans in stock.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("shop", tools=list(_stock_tools(ran)), model=model)
+    result = await Runner(store).run(agent, "How many Copper Saucepans are in stock?")
+    assert result.ok and ran == ["find_product(Copper Saucepans)", "check_stock(CS-402)"]
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert (refused.error_type, refused.needs) == ("WrongKind", ("find_product",))
+    assert "sku='copper saucepans' is a name" in refused.message
+
+
+async def test_a_key_a_result_gave_sent_as_a_name_is_sent_to_the_read_that_takes_the_key() -> None:
+    ran: list[str] = []
+    model = ScriptedModel(
+        [
+            call("find_product", name="Copper Saucepan"),
+            call("find_product", name="CS-402"),  # the sku it was just given, as a name
+            call("check_stock", sku="CS-402"),
+            "There are 2 copper saucepans in stock.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("shop", tools=list(_stock_tools(ran)), model=model)
+    result = await Runner(store).run(agent, "How many Copper Saucepans are in stock?")
+    assert result.ok and ran == ["find_product(Copper Saucepan)", "check_stock(CS-402)"]
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert (refused.error_type, refused.needs) == ("WrongKind", ("check_stock",))
+    assert refused.message == (
+        "find_product was not run: name='CS-402' is the sku find_product gave, not a name. "
+        "Call check_stock with sku='CS-402'."
+    )

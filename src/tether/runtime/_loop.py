@@ -24,7 +24,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal, Protocol
@@ -698,61 +698,113 @@ def _described(tools: Mapping[str, Any], call: ToolCall, tool: Any) -> tuple[str
     return None
 
 
-# a person's or a thing's name ("Dana Whitfield"): capitalised words, no digits
-_NAME_VALUE = re.compile(r"[A-Z][\w'.\-]*(?:\s+[A-Z][\w'.\-]*)+")
+# a name or a phrase ("Dana Whitfield", "ceramic pour-over set"): words, no digits
+_NAME_VALUE = re.compile(r"[A-Za-z][\w'.\-]*(?:\s+[A-Za-z][\w'.\-]*)+")
+_NAME_DIGITS = re.compile(r"\d")
+# a parameter that takes a record's key, and one that takes its name
+_ID_PARAM = re.compile(r"(?:^|_)(?:id|sku|code|ref)$")
+_NAME_PARAM = re.compile(r"(?:^|_)name$")
 # the words that may stand between a label and its value: "order number 7702", "order #7702"
 _LABEL_FILLER = r"(?:\s+(?:number|no\.?|id|ID|code))?\s*[#:]?\s*"
 
 
-def _id_params(tool: Any, call: ToolCall) -> Iterator[tuple[str, str]]:
-    """The string arguments of a call that name a record by id (`order_id`, `id`)."""
-    if not isinstance(call.arguments, dict):
-        return
-    for param, value in call.arguments.items():
-        if (
-            (param == "id" or param.endswith("_id"))
-            and isinstance(value, str)
-            and param not in tool.spec.free_text
-        ):
-            yield param, value.strip()
-
-
 def _mislabelled(
-    tools: Mapping[str, Any], call: ToolCall, tool: Any, request: str
+    state: _State, tools: Mapping[str, Any], call: ToolCall, tool: Any
 ) -> tuple[str, tuple[str, ...]] | None:
-    """Why a call may not run: an id argument holds something else, so the lookup can only fail or find
-    the wrong record. Either the request labels the value as another kind of record ("order 7702" sent
-    as a `customer_id`), or the value is a name ("Dana Whitfield" sent as an `employee_id`). With the
-    message, the reads that take such a value; None when no tool of the agent takes one."""
+    """Why a call may not run: an argument holds another kind of value than its parameter takes, so the
+    lookup can only fail or find the wrong record. A value the request labels as another kind of record
+    ("order 7702" sent as a `customer_id`); a name sent as a key ("Dana Whitfield" as an `employee_id`,
+    "copper saucepans" as a `sku`); a key a result gave sent as a name (`find_product(name="BB-310")`
+    after find_product gave sku BB-310). With the message, the reads that take such a value; None when
+    no tool of the agent takes one."""
+    if not isinstance(call.arguments, dict):
+        return None
     reads = sorted((t for t in tools.values() if _reads(t) and t.name != call.name), key=_source_rank)
-    for param, value in _id_params(tool, call):
-        if not value:
+    for param, raw in call.arguments.items():
+        if param in tool.spec.free_text or not isinstance(raw, str) or not raw.strip():
             continue
-        if _NAME_VALUE.fullmatch(value):
-            by_name = tuple(
-                t.name for t in reads if any(p == "name" or p.endswith("_name") for p in _params(t))
+        value = raw.strip()
+        if _ID_PARAM.search(param):
+            found = _name_as_key(call, param, value, reads) or _labelled_other(
+                call, param, value, reads, state.started.input
             )
-            if by_name:
-                return (
-                    f"{call.name} was not run: {param}={value!r} is a name, not an id. Look {value} up by name "
-                    f"with {' or '.join(by_name[:2])} first; its result gives the {param}.",
-                    by_name,
+        elif _NAME_PARAM.search(param):
+            found = _key_as_name(state, call, param, value, tools)
+        else:
+            found = None
+        if found is not None:
+            return found
+    return None
+
+
+def _name_as_key(
+    call: ToolCall, param: str, value: str, reads: Sequence[Any]
+) -> tuple[str, tuple[str, ...]] | None:
+    if not _NAME_VALUE.fullmatch(value) or _NAME_DIGITS.search(value):
+        return None
+    by_name = tuple(t.name for t in reads if any(_NAME_PARAM.search(p) for p in _params(t)))
+    if not by_name:
+        return None
+    return (
+        f"{call.name} was not run: {param}={value!r} is a name; {call.name} takes the {param} itself. Look "
+        f"{value!r} up by name with {' or '.join(by_name[:2])} first; its result gives the {param}.",
+        by_name,
+    )
+
+
+def _labelled_other(
+    call: ToolCall, param: str, value: str, reads: Sequence[Any], request: str
+) -> tuple[str, tuple[str, ...]] | None:
+    m = re.search(rf"\b([A-Za-z]+){_LABEL_FILLER}{re.escape(value)}\b", request)
+    if m is None:
+        return None
+    label = m.group(1).lower()
+    if _names_part(label, param, call.name):
+        return None
+    takers = tuple(t.name for t in reads if _names_part(label, t.name, *_params(t)))
+    if not takers:
+        return None
+    return (
+        f"{call.name} was not run: {value} is the {label} in the request ({m.group(0).strip()!r}), not a "
+        f"{param}. Look the {label} up with {' or '.join(takers[:2])} first; its result gives the {param}.",
+        takers,
+    )
+
+
+def _key_as_name(
+    state: _State, call: ToolCall, param: str, value: str, tools: Mapping[str, Any]
+) -> tuple[str, tuple[str, ...]] | None:
+    wanted = value.casefold()
+    for source, texts in state.texts_by.items():
+        for text in texts:
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                continue
+            for record in json_records(parsed):
+                key = next(
+                    (
+                        k
+                        for k, v in record.items()
+                        if _ID_PARAM.search(str(k)) and str(v).casefold() == wanted
+                    ),
+                    None,
                 )
-            continue
-        m = re.search(rf"\b([A-Za-z]+){_LABEL_FILLER}{re.escape(value)}\b", request)
-        if m is None:
-            continue
-        label = m.group(1).lower()
-        if _names_part(label, param, call.name):
-            continue
-        takers = tuple(t.name for t in reads if _names_part(label, t.name, *_params(t)))
-        if takers:
-            return (
-                f"{call.name} was not run: {value} is the {label} in the request ({m.group(0).strip()!r}), "
-                f"not a {param}. Look the {label} up with {' or '.join(takers[:2])} first; its result gives "
-                f"the {param}.",
-                takers,
-            )
+                if key is None:
+                    continue
+                takers = tuple(
+                    t.name
+                    for t in sorted(tools.values(), key=_source_rank)
+                    if _reads(t)
+                    and t.name != call.name
+                    and any(p == key or p.endswith(f"_{key}") for p in _params(t))
+                )
+                if takers:
+                    return (
+                        f"{call.name} was not run: {param}={value!r} is the {key} {source} gave, not a name. "
+                        f"Call {' or '.join(takers[:2])} with {key}={value!r}.",
+                        takers,
+                    )
     return None
 
 
@@ -1619,9 +1671,7 @@ class Runner:
                 self._tool_failed(state, call, "ungrounded", "Description", message, needs=needs)
                 state.force_tools = needs
                 continue
-            mislabelled = (
-                _mislabelled(agent.tools, call, tool, state.started.input) if agent.grounding else None
-            )
+            mislabelled = _mislabelled(state, agent.tools, call, tool) if agent.grounding else None
             if mislabelled is not None:
                 message, needs = mislabelled
                 self._tool_failed(state, call, "ungrounded", "WrongKind", message, needs=needs)
