@@ -7,7 +7,7 @@ import pytest
 from tether import Agent, Limits, Runner, tool
 from tether.approvals import TierPolicy
 from tether.exceptions import ConfigError
-from tether.grounding import PARROTED, Evidence, ungrounded_in_answer, unusable_answer
+from tether.grounding import PARROTED, Evidence, LeftOut, left_out, ungrounded_in_answer, unusable_answer
 from tether.journal import AnswerRejected, MemoryStore, ToolFailed
 from tether.models import UserMessage
 from tether.testing import ScriptedModel, call
@@ -253,7 +253,10 @@ async def test_a_write_on_a_thing_its_lookup_does_not_show_is_refused_with_the_a
         [
             call("lookup_order_4410", order_id="4410"),
             call("refund", order_id="4410", amount=49.0),
-            "Order 4410 has no blender, so nothing was refunded.",
+            # the answer that fits what happened (one that leaves out the price asked about goes back)
+            "Refunded 49.00 on order 4410."
+            if refunded
+            else "Order 4410 has no blender, so nothing was refunded.",
         ]
     )
     store = MemoryStore()
@@ -294,3 +297,43 @@ async def test_a_recipe_for_a_write_its_check_would_refuse_gets_the_refusal_as_t
     assert told.message == (
         "Leeds has only 2 units of CS-402, so reserve_stock was not run and nothing was changed. Tell the user that."
     )
+
+
+ORDER = {"order_id": "7702", "customer_id": "C-442", "total": 42.0}
+CUSTOMER = {"customer_id": "C-442", "name": "James Chen", "email": "j.chen@example.org"}
+EMAIL_QUESTION = "Which email address should I use for the customer who placed order 7702?"
+
+
+def test_an_answer_without_the_field_the_request_names_leaves_it_out() -> None:
+    results = [("lookup_order", ORDER), ("lookup_customer", CUSTOMER)]
+    left = left_out(EMAIL_QUESTION, results, "James Chen")
+    # the email, not the customer's id the request's "customer" also names: the field before the pointer
+    assert left == LeftOut(field="email", value="j.chen@example.org", tool="lookup_customer")
+    assert left_out(EMAIL_QUESTION, results, "Write to J.Chen@example.org.") is None
+
+
+def test_one_asked_field_stated_is_enough_and_what_the_request_holds_is_not_asked_for() -> None:
+    results = [("lookup_order", ORDER), ("lookup_customer", CUSTOMER)]
+    assert (
+        left_out(EMAIL_QUESTION, results, "It is j.chen@example.org") is None
+    )  # customer_id need not be said
+    # the order's id is in the request: it is what the user asked about
+    assert left_out("What is the total of order 7702?", [("lookup_order", ORDER)], "It is $42.00.") is None
+    assert left_out(
+        "What is the total of order 7702?", [("lookup_order", ORDER)], "Order 7702 exists."
+    ) == LeftOut(field="total", value="42.0", tool="lookup_order")
+
+
+def test_a_where_question_asks_for_the_location_and_plural_words_name_singular_fields() -> None:
+    shipment = {"tracking_id": "TRK-88213", "status": "in transit", "location": "Memphis hub"}
+    where = "Where is shipment TRK-88213 right now?"
+    assert left_out(where, [("get_shipment_status", shipment)], "It is in transit.") == LeftOut(
+        field="location", value="Memphis hub", tool="get_shipment_status"
+    )
+    assert left_out(where, [("get_shipment_status", shipment)], "It is at the Memphis hub.") is None
+    reserved = {"sku": "BB-310", "reserved": 3, "units_left": 9}
+    asked = "Reserve 3 boards in Leeds, then tell me how many are left there."
+    assert left_out(asked, [("reserve_stock", reserved)], "Reserved; 3 units left.") == LeftOut(
+        field="units_left", value="9", tool="reserve_stock"
+    )
+    assert left_out(asked, [("reserve_stock", reserved)], "Reserved 3; 9 are left.") is None

@@ -339,3 +339,66 @@ async def test_a_wrong_number_after_the_tools_answered_is_sent_back_to_their_val
     # the values are in view: no call is forced (a calculator would compute on the wrong numbers)
     assert rejected.then == "either" and rejected.needs == ()
     assert "exactly as the tool results above give them" in rejected.message
+
+
+# -- answers that leave out what was asked ---------------------------------------------------------------
+
+
+async def test_an_answer_that_leaves_out_the_field_asked_for_is_sent_back_once_with_its_value() -> None:
+    model = ScriptedModel(
+        [
+            call("lookup_order", order_id="7702"),
+            call("lookup_customer", customer_id="C-442"),
+            "James Chen",  # grounded, and not the email the user asked for
+            "Write to j.chen@example.org.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("a", tools=[lookup_order, lookup_customer], model=model)
+    result = await Runner(store).run(
+        agent, "Which email address should I use for the customer of order 7702?"
+    )
+    assert result.output == "Write to j.chen@example.org."
+    (rejected,) = await _rejections(store, result.run_id)
+    assert rejected.soft and rejected.reason == "the answer leaves out what the request asks for (email)"
+    assert rejected.message == (
+        "Your answer was not shown to the user: the user's request \"Which email address should I use for the "
+        'customer of order 7702?" asks for the email, and the answer does not give it; lookup_customer gives '
+        "email 'j.chen@example.org'. Then answer with it, in plain sentences."
+    )
+
+
+async def test_an_answer_that_leaves_out_a_pointer_asked_for_is_sent_to_the_record_it_points_at() -> None:
+    model = ScriptedModel(
+        [
+            call("find_employee", name="Dana Whitfield"),
+            "Dana Whitfield's manager is Dana Whitfield.",
+            call("get_employee", employee_id="E-1009"),
+            "Grace Okafor.",  # states what E-1009 points at: the pointer itself need not be said
+        ]
+    )
+    store = MemoryStore()
+    result = await Runner(store).run(
+        Agent("a", tools=[find_employee, get_employee], model=model), "Who is Dana Whitfield's manager?"
+    )
+    assert result.output == "Grace Okafor."
+    (rejected,) = await _rejections(store, result.run_id)
+    assert (rejected.then, rejected.needs) == ("tool", ("get_employee",))
+    assert "Then call get_employee with employee_id='E-1009'" in rejected.message
+    assert model.request_settings[2].allowed_tools == ("get_employee",)
+
+
+async def test_a_number_asked_for_that_went_into_a_later_call_is_not_asked_for_again() -> None:
+    model = ScriptedModel(
+        [call("lookup_order", order_id="7702"), call("calculator", expression="2 * 113.7"), "227.4"]
+    )
+
+    @tool(idempotent=True)
+    def calculator(expression: str) -> float:
+        """Arithmetic."""
+        return 227.4
+
+    store = MemoryStore()
+    agent = Agent("a", tools=[lookup_order, calculator], model=model)
+    result = await Runner(store).run(agent, "What is 2 times the total of order 7702?")
+    assert result.output == "227.4" and await _rejections(store, result.run_id) == []

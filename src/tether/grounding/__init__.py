@@ -3,8 +3,10 @@
 from ._answers import HOW_TO as HOW_TO
 from ._answers import PARROTED as PARROTED
 from ._answers import AnswerNumbers as AnswerNumbers
+from ._answers import LeftOut as LeftOut
 from ._answers import answer_numbers as answer_numbers
 from ._answers import describes_steps as describes_steps
+from ._answers import left_out as left_out
 from ._answers import names_tool as names_tool
 from ._answers import stated_numbers as stated_numbers
 from ._answers import ungrounded_in_answer as ungrounded_in_answer
@@ -35,6 +37,7 @@ __all__ = [
     "AnswerNumbers",
     "Evidence",
     "InjectedCall",
+    "LeftOut",
     "Mislabelled",
     "Ungrounded",
     "answer_numbers",
@@ -45,6 +48,7 @@ __all__ = [
     "find_ungrounded",
     "identifiers",
     "injected_call",
+    "left_out",
     "json_records",
     "mislabelled_amount",
     "misscaled",

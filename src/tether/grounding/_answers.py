@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from ._arithmetic import derive
+from ._entities import json_records
 from ._provenance import _IDENT, _NUMBER, Evidence, _numbers
 
 __all__ = [
     "HOW_TO",
     "PARROTED",
     "AnswerNumbers",
+    "LeftOut",
     "answer_numbers",
     "describes_steps",
+    "left_out",
     "names_tool",
     "stated_numbers",
     "ungrounded_in_answer",
@@ -147,3 +151,109 @@ def ungrounded_in_answer(text: str, evidence: Evidence, *, arithmetic: bool = Tr
     """The numbers in `text` that appear in nothing the run has seen (nor follow from it by one step of
     arithmetic, with `arithmetic`), in order, without repeats."""
     return list(answer_numbers(text, evidence, arithmetic=arithmetic).ungrounded)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeftOut:
+    """A field the request asks for that a tool result gives and the answer does not state.
+
+    Attributes:
+        field: the result's key (`email`, `units_left`, `manager_id`).
+        value: its value in the result, as text.
+        tool: the tool whose result gave it.
+    """
+
+    field: str
+    value: str
+    tool: str
+
+
+# a question, from its question word to its end
+_QUESTION = re.compile(r"\b(?:who|whom|whose|what|which|where|when|how)\b([^.?!;]*)", re.I)
+# the question word that asks for a field a request does not name
+_ASKS_WHERE = re.compile(r"\bwhere\b", re.I)
+_PLACE_FIELDS = frozenset({"location", "address", "city", "place", "position"})
+# key parts that say what kind of key a field is, not what it is about
+_KEY_WORDS = frozenset({"id", "ids", "no", "num", "number", "code", "ref", "by", "of", "per", "is", "has"})
+
+
+def left_out(
+    request: str, results: Iterable[tuple[str, Any]], answer: str, *, used: Iterable[str] = ()
+) -> LeftOut | None:
+    """The first field the request asks for that the answer leaves out, or None.
+
+    A field is asked for when a word of one of the request's questions names it (`email` for "Which
+    email address...", `units_left` for "tell me how many are left", `manager_id` for "Who is Dana's
+    manager?"; `location` for a "where" question). Fields whose value the request already holds (the
+    order it names) are not asked for, nor numbers that went into a later call (a total converted to
+    yen: the answer gives the yen). A pointer is stated when the answer states what the record it
+    points at says (the manager's name for `manager_id`). The answer leaves a field out when it states the value of none of the fields asked for: one is
+    enough ("Write to j.chen@example.org" need not also give the customer's id).
+
+    Args:
+        request: what the user asked.
+        results: (tool, parsed result) for every successful tool call, in order.
+        answer: the answer to judge.
+        used: the arguments of the calls made, as text.
+    """
+    # the words of the request's questions: "tell me how many are left", not "a customer is returning"
+    words = {
+        _singular(w)
+        for q in _QUESTION.finditer(request)
+        for w in re.findall(r"[a-z]+", q.group(1).casefold())
+    }
+    used_numbers = set(stated_numbers(" ".join(used)))
+    wants_place = bool(_ASKS_WHERE.search(request))
+    said = answer.casefold()
+    said_numbers = set(stated_numbers(answer))
+    asked: list[LeftOut] = []
+    results = list(results)
+    records = [r for _, result in results for r in json_records(result)]
+    for tool, result in results:
+        for record in json_records(result):
+            for key, value in record.items():
+                if not isinstance(key, str) or isinstance(value, dict | list) or value is None or value == "":
+                    continue
+                parts = {_singular(p) for p in re.split(r"[_\W]+", key.casefold()) if p} - _KEY_WORDS
+                named = bool(parts & words) or (wants_place and bool(parts & _PLACE_FIELDS))
+                if not named:
+                    continue
+                text = str(value)
+                if text.casefold() in request.casefold():
+                    continue  # the request holds it: it is what the user asked about, not for
+                if isinstance(value, int | float) and Decimal(str(value)) in used_numbers:
+                    continue  # it went into a later call (converted, computed): the answer gives what came out
+                if _states(text, value, said, said_numbers) or _states_pointed(key, text, records, said):
+                    return None
+                asked.append(LeftOut(field=key, value=text, tool=tool))
+    # a field the request is about before a key that points at it (the email before the customer's id)
+    return min(
+        asked, key=lambda f: bool(set(re.split(r"[_\W]+", f.field.casefold())) & _KEY_WORDS), default=None
+    )
+
+
+def _states_pointed(key: str, value: str, records: list[Mapping[str, Any]], said: str) -> bool:
+    """Whether the answer states what a pointer field leads to: the manager's name for `manager_id`
+    E-1009, from the record whose own id is E-1009."""
+    if not set(re.split(r"[_\W]+", key.casefold())) & _KEY_WORDS:
+        return False
+    for record in records:
+        own = any(k != key and str(v) == value for k, v in record.items() if not isinstance(v, dict | list))
+        if own and any(
+            isinstance(v, str) and len(v) >= 3 and v != value and v.casefold() in said
+            for v in record.values()
+        ):
+            return True
+    return False
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def _states(text: str, value: Any, said: str, said_numbers: set[Decimal]) -> bool:
+    if isinstance(value, bool):
+        return True  # a yes or no is said in words
+    if isinstance(value, int | float):
+        return Decimal(str(value)) in said_numbers
+    return text.casefold() in said

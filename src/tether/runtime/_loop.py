@@ -59,6 +59,7 @@ from ..grounding import (
     identifiers,
     injected_call,
     json_records,
+    left_out,
     mislabelled_amount,
     misscaled,
     named_record,
@@ -775,36 +776,27 @@ def _key_as_name(
     state: _State, call: ToolCall, param: str, value: str, tools: Mapping[str, Any]
 ) -> tuple[str, tuple[str, ...]] | None:
     wanted = value.casefold()
-    for source, texts in state.texts_by.items():
-        for text in texts:
-            try:
-                parsed = json.loads(text)
-            except ValueError:
+    for source, parsed in _parsed_results(state):
+        for record in json_records(parsed):
+            key = next(
+                (k for k, v in record.items() if _ID_PARAM.search(str(k)) and str(v).casefold() == wanted),
+                None,
+            )
+            if key is None:
                 continue
-            for record in json_records(parsed):
-                key = next(
-                    (
-                        k
-                        for k, v in record.items()
-                        if _ID_PARAM.search(str(k)) and str(v).casefold() == wanted
-                    ),
-                    None,
+            takers = tuple(
+                t.name
+                for t in sorted(tools.values(), key=_source_rank)
+                if _reads(t)
+                and t.name != call.name
+                and any(p == key or p.endswith(f"_{key}") for p in _params(t))
+            )
+            if takers:
+                return (
+                    f"{call.name} was not run: {param}={value!r} is the {key} {source} gave, not a name. "
+                    f"Call {' or '.join(takers[:2])} with {key}={value!r}.",
+                    takers,
                 )
-                if key is None:
-                    continue
-                takers = tuple(
-                    t.name
-                    for t in sorted(tools.values(), key=_source_rank)
-                    if _reads(t)
-                    and t.name != call.name
-                    and any(p == key or p.endswith(f"_{key}") for p in _params(t))
-                )
-                if takers:
-                    return (
-                        f"{call.name} was not run: {param}={value!r} is the {key} {source} gave, not a name. "
-                        f"Call {' or '.join(takers[:2])} with {key}={value!r}.",
-                        takers,
-                    )
     return None
 
 
@@ -907,6 +899,7 @@ where one more lookup gives what the id stands for: small models stop one hop sh
 _NOT_WRITTEN = "the answer states a new value that no write has made"
 _MISLABELLED = "the answer gives an amount in another currency than its source"
 _UNSAID = "a tool said what was asked for is not there, and the answer does not say so"
+_LEFT_OUT = "the answer leaves out what the request asks for"
 
 
 def _new_value_not_written(state: _State, text: str) -> tuple[str, str, Decimal] | None:
@@ -988,6 +981,18 @@ def _unresolved_reference(
     rank, best = min(found, key=lambda f: f[0])
     # giving up with no pointer the request names: nothing to send it to
     return None if gives_up and rank == 0 else best
+
+
+def _parsed_results(state: _State) -> list[tuple[str, Any]]:
+    """(tool, parsed JSON) of every successful result that is JSON, in the order the tools ran."""
+    parsed: list[tuple[str, Any]] = []
+    for tool, texts in state.texts_by.items():
+        for text in texts:
+            try:
+                parsed.append((tool, json.loads(text)))
+            except ValueError:
+                continue
+    return parsed
 
 
 def _looks_up(state: _State, tools: Mapping[str, Any], field_name: str, value: str) -> tuple[str, str] | None:
@@ -2432,6 +2437,19 @@ class Runner:
         ):
             # "please try again with a valid order number": the one thing to tell the user, left out
             reason, soft = _UNSAID, True
+        left = None
+        if (
+            reason is None
+            and check_values
+            and _LEFT_OUT not in state.reasons
+            and not state.last_missing
+            and not says_missing(text)
+        ):
+            # "James Chen" for "which email address...": grounded, and not what was asked
+            used = [arguments for _, arguments in state.call_counts]
+            left = left_out(state.started.input, _parsed_results(state), text, used=used)
+            if left is not None:
+                reason, soft = f"{_LEFT_OUT} ({left.field})", True
         if reason is None and tools and HOW_TO not in state.reasons and describes_steps(text):
             reason, soft = HOW_TO, True  # the steps told to the user without naming a tool: once per run
         if (
@@ -2460,6 +2478,21 @@ class Runner:
                 f"Your answer was not shown to the user: the tool results point at {value} (their "
                 f"{field_name}), which no tool has looked up yet. Call {tool_name} with {param}={value!r} to "
                 f"look it up, then answer the user's {_request(state, tools)} from what it returns."
+            )
+        elif left is not None:
+            lookup = _looks_up(state, tools, left.field, left.value)
+            said = f"{left.tool} gives {left.field} {left.value!r}"
+            if lookup is not None and not any(
+                left.value.casefold() in a.casefold() for _, a in state.call_counts
+            ):
+                # the field is a pointer (the manager's id): what the user wants is the record it points at
+                then, needs = "tool", (lookup[0],)
+                how = f"call {lookup[0]} with {lookup[1]}={left.value!r}, then answer from what it returns"
+            else:
+                then, needs, how = "answer", (), "answer with it, in plain sentences"
+            message = (
+                f"Your answer was not shown to the user: the user's {_request(state, tools)} asks for the "
+                f"{left.field.replace('_', ' ')}, and the answer does not give it; {said}. Then {how}."
             )
         elif reason == _UNSAID:
             then, needs, message = (
