@@ -22,6 +22,8 @@ from ._entities import references as references
 from ._entities import reported_missing as reported_missing
 from ._entities import says_missing as says_missing
 from ._guide import TOOL_GUIDE as TOOL_GUIDE
+from ._items import OtherAmount as OtherAmount
+from ._items import other_amount as other_amount
 from ._provenance import Evidence as Evidence
 from ._provenance import Ungrounded as Ungrounded
 from ._provenance import find_ungrounded as find_ungrounded
@@ -39,6 +41,7 @@ __all__ = [
     "InjectedCall",
     "LeftOut",
     "Mislabelled",
+    "OtherAmount",
     "Ungrounded",
     "answer_numbers",
     "asked_object",
@@ -53,6 +56,7 @@ __all__ = [
     "mislabelled_amount",
     "misscaled",
     "named_record",
+    "other_amount",
     "names_tool",
     "references",
     "reported_missing",

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from ._arithmetic import derive
-from ._entities import json_records
+from ._entities import json_records, singular
 from ._provenance import _IDENT, _NUMBER, Evidence, _numbers
 
 __all__ = [
@@ -198,9 +198,7 @@ def left_out(
     """
     # the words of the request's questions: "tell me how many are left", not "a customer is returning"
     words = {
-        _singular(w)
-        for q in _QUESTION.finditer(request)
-        for w in re.findall(r"[a-z]+", q.group(1).casefold())
+        singular(w) for q in _QUESTION.finditer(request) for w in re.findall(r"[a-z]+", q.group(1).casefold())
     }
     used_numbers = set(stated_numbers(" ".join(used)))
     wants_place = bool(_ASKS_WHERE.search(request))
@@ -214,7 +212,7 @@ def left_out(
             for key, value in record.items():
                 if not isinstance(key, str) or isinstance(value, dict | list) or value is None or value == "":
                     continue
-                parts = {_singular(p) for p in re.split(r"[_\W]+", key.casefold()) if p} - _KEY_WORDS
+                parts = {singular(p) for p in re.split(r"[_\W]+", key.casefold()) if p} - _KEY_WORDS
                 named = bool(parts & words) or (wants_place and bool(parts & _PLACE_FIELDS))
                 if not named:
                     continue
@@ -245,10 +243,6 @@ def _states_pointed(key: str, value: str, records: list[Mapping[str, Any]], said
         ):
             return True
     return False
-
-
-def _singular(word: str) -> str:
-    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
 def _states(text: str, value: Any, said: str, said_numbers: set[Decimal]) -> bool:

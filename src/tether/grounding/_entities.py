@@ -104,3 +104,10 @@ def reported_missing(arguments: Mapping[str, Any], text: str, *, free_text: Iter
     seen = Evidence((text,))
     named = [ident for ident in idents if seen.has_ident(ident)]
     return named or (idents if len(idents) == 1 else [])
+
+
+def singular(word: str) -> str:
+    """A lowercase word's singular, for matching a request's words to names: knives, sets, boards."""
+    if word.endswith("ves") and len(word) > 4:
+        return word[:-3] + "fe"
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word

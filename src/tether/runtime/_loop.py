@@ -64,6 +64,7 @@ from ..grounding import (
     misscaled,
     named_record,
     names_tool,
+    other_amount,
     references,
     reported_missing,
     says_missing,
@@ -1726,6 +1727,25 @@ class Runner:
                 if refusal is not None:
                     message, needs = refusal
                     self._tool_failed(state, call, "precondition", "PreconditionFailed", message, needs=needs)
+                    state.force_tools = needs
+                    continue
+                other = other_amount(
+                    state.started.input, _parsed_results(state), call.arguments, free_text=tool.spec.free_text
+                )
+                if other is not None:
+                    # "refund the price of the knife" with the order's total: grounded, and another amount
+                    calculators = _calculators(agent.tools)
+                    needs = (call.name, *calculators)
+                    work = f", or work it out from them with {calculators[0]}" if calculators else ""
+                    self._tool_failed(
+                        state,
+                        call,
+                        "ungrounded",
+                        "OtherAmount",
+                        f"{call.name} was not run: {other.describe()}. Call {call.name} with the {other.item}'s "
+                        f"own numbers{work}.",
+                        needs=needs,
+                    )
                     state.force_tools = needs
                     continue
                 unchanged = _unchanged(state, call, tool)
