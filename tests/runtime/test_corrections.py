@@ -947,3 +947,35 @@ async def test_a_key_a_result_gave_sent_as_a_name_is_sent_to_the_read_that_takes
         "find_product was not run: name='CS-402' is the sku find_product gave, not a name. "
         "Call check_stock with sku='CS-402'."
     )
+
+
+async def test_the_same_step_applied_to_its_own_result_again_is_refused_and_the_answer_is_next() -> None:
+    model = ScriptedModel(
+        [
+            call("calculator", expression="77.19 / 0.92"),
+            call("calculator", expression="83.9 / 0.92"),  # the same step on its own (rounded) result
+            "It is 77.19 euros.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("calc", tools=[calculator], model=model)
+    result = await Runner(store).run(agent, "Convert 77.19 by 0.92.")
+    assert result.output == "It is 77.19 euros."
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert (refused.kind, refused.error_type) == ("repeated", "SameStepAgain")
+    assert refused.message == (
+        "calculator was not run: expression='83.9 / 0.92' does to 83.9 (calculator's own last result) what "
+        "'77.19 / 0.92' did to 77.19: the same step again, which goes round in circles. Use the results you "
+        "have and answer the user now."
+    )
+    assert model.request_settings[2].tool_choice == "none"
+
+
+async def test_a_new_step_on_a_tools_own_result_runs() -> None:
+    model = ScriptedModel(
+        [call("calculator", expression="2 * 37.9"), call("calculator", expression="75.8 * 0.79"), "59.88"]
+    )
+    result = await Runner(MemoryStore()).run(
+        Agent("calc", tools=[calculator], model=model), "2 * 37.9 at 0.79?"
+    )
+    assert result.ok and result.output == "59.88"

@@ -538,6 +538,39 @@ def _echoed(state: _State, call: ToolCall, tool: Any) -> list[str]:
     return [f"{k}={numbers[k]}" for k in numbers if k in from_others and k not in from_self]
 
 
+_OPERAND = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
+
+
+def _same_step_again(state: _State, call: ToolCall) -> str | None:
+    """What a call repeats: the same step as the tool's last call, applied to that call's own result
+    (`83.9022 / 0.92` after `77.19 / 0.92` gave 83.9022). A small model iterates a conversion or a
+    percentage until the steps run out; each call is grounded, and none brings the answer closer."""
+    if not isinstance(call.arguments, dict):
+        return None
+    last = next(
+        ((args, content) for name, args, content in reversed(state.lookups) if name == call.name), None
+    )
+    if last is None:
+        return None
+    before, result = last
+    result = result.strip()
+    if not _OPERAND.fullmatch(result) or set(before) != set(call.arguments):
+        return None
+    for param, text in call.arguments.items():
+        earlier = before.get(param)
+        if not isinstance(text, str) or not isinstance(earlier, str) or result not in _OPERAND.findall(text):
+            continue
+        squeezed = "".join(text.split())
+        for m in _OPERAND.finditer(earlier):
+            step = "".join((earlier[: m.start()] + result + earlier[m.end() :]).split())
+            if step == squeezed and m.group(0) != result:
+                return (
+                    f"{param}={text!r} does to {result} ({call.name}'s own last result) what {earlier!r} did "
+                    f"to {m.group(0)}: the same step again"
+                )
+    return None
+
+
 def _plain(content: str, limit: int = 200) -> str:
     """What a tool said, as a sentence: one line, without the `Error: LookupError: ` in front of a raise."""
     text = " ".join(content.split())
@@ -1615,6 +1648,18 @@ class Runner:
                     f"{call.name} was not run: {', '.join(echoed)} is what {call.name} itself returned earlier "
                     f"in this run; calling it on its own result goes round in circles. Use the results you "
                     "have and answer the user now.",
+                )
+                state.force_answer = True
+                continue
+            again = _same_step_again(state, call) if agent.grounding else None
+            if again is not None:
+                self._tool_failed(
+                    state,
+                    call,
+                    "repeated",
+                    "SameStepAgain",
+                    f"{call.name} was not run: {again}, which goes round in circles. Use the results you have "
+                    "and answer the user now.",
                 )
                 state.force_answer = True
                 continue
