@@ -50,6 +50,19 @@ def test_amounts_in_their_own_currency_or_without_one_are_not_judged(answer: str
     assert mislabelled_amount(answer, [ORDER, CONVERTED]) is None
 
 
+def test_an_items_price_is_in_the_currency_of_the_order_around_it() -> None:
+    order = {"currency": "USD", "items": [{"name": "Electric Kettle", "unit_price": 37.9}], "total": 83.9}
+    found = mislabelled_amount(
+        "The Electric Kettle costs 37.9 British pounds.", [("lookup_order", json.dumps(order))]
+    )
+    assert found is not None and (found.amount, found.said, found.source) == ("37.9", "GBP", "USD")
+    # and the small model's JSON answer, the currency in its key
+    assert (
+        mislabelled_amount('{"total in Japanese yen": 83.9}', [("lookup_order", json.dumps(order))])
+        is not None
+    )
+
+
 def test_amounts_in_a_plain_text_result_keep_their_currency_too() -> None:
     result = ("get_balance", "Balance: 1,250.00 EUR as of today.")
     assert mislabelled_amount("Your balance is $1,250.00.", [result]) is not None

@@ -979,3 +979,29 @@ async def test_a_new_step_on_a_tools_own_result_runs() -> None:
         Agent("calc", tools=[calculator], model=model), "2 * 37.9 at 0.79?"
     )
     assert result.ok and result.output == "59.88"
+
+
+async def test_a_description_in_a_lookups_own_name_is_sent_back_to_it_with_the_owners_name() -> None:
+    @tool(idempotent=True)
+    def find_employee(name: str) -> dict:
+        """Find an employee by name."""
+        return {"employee_id": "E-1017", "name": name, "manager_id": "E-1009"}
+
+    model = ScriptedModel(
+        [
+            call("find_employee", name="Dana Whitfield's manager works in"),
+            call("find_employee", name="Dana Whitfield"),
+            "Her manager is E-1009.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("hr", tools=[find_employee], model=model)
+    result = await Runner(store).run(agent, "Which department does Dana Whitfield's manager work in?")
+    assert result.ok
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert refused.needs == ("find_employee",)
+    assert refused.message == (
+        'find_employee was not run: name="Dana Whitfield\'s manager works in" describes a value instead of '
+        "giving it. Find Dana Whitfield's manager first (call find_employee with 'Dana Whitfield'), then call "
+        "find_employee with the name the results give."
+    )

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ._entities import json_records
-
 __all__ = ["Mislabelled", "mislabelled_amount"]
 
 # ISO code by what people write beside an amount; "$" is read as US dollars
@@ -60,10 +58,11 @@ _SYMBOLS = "|".join(re.escape(n) for n in _NAMES if not n[0].isalpha())
 # "¥19,504.80", "USD 129", "129.00 USD", "129 yen", "129 Japanese yen"
 _BEFORE = re.compile(rf"(?<![\w.])(?P<cur>{_SYMBOLS}|\b(?:{_WORDS})\b)\s?{_AMOUNT}(?!\w|[.,]\d)", re.I)
 _AFTER = re.compile(rf"(?<![\w.,]){_AMOUNT}\s?(?P<cur>\b(?:{_WORDS})\b)", re.I)
-# "the total in Japanese yen is 129.0", "in euros: 77.19": the currency named before the verb
+# "the total in Japanese yen is 129.0", "in euros: 77.19", '"total in yen": 129': the currency named
+# before the verb
 _IN = re.compile(
     rf"\bin (?P<cur>{_WORDS})\b(?:\s+(?:is|are|was|were|would be|will be|comes to|totals?|amounts to))?"
-    rf"\s*:?\s*(?:about |approximately |roughly )?{_AMOUNT}(?!\w|[.,]\d)",
+    rf"[\"']?\s*:?\s*(?:about |approximately |roughly )?{_AMOUNT}(?!\w|[.,]\d)",
     re.I,
 )
 _CODE = re.compile(r"^[A-Z]{3}$")
@@ -130,11 +129,23 @@ def _sources(results: Iterable[tuple[str, str]]) -> Iterator[tuple[str, Decimal,
             for _, value, code in _labelled(text):
                 yield tool, value, code
             continue
-        for record in json_records(parsed):
-            code = _currency_of(record)
-            if code is not None:
-                for value in _amounts(record):
-                    yield tool, value, code
+        for value, code in _priced(parsed):
+            yield tool, value, code
+
+
+def _priced(value: Any, inherited: str | None = None) -> Iterator[tuple[Decimal, str]]:
+    """(amount, currency) for every amount in a parsed result; a nested record (an order's item) is in
+    the currency of the record around it unless it states its own."""
+    if isinstance(value, Mapping):
+        code = _currency_of(value) or inherited
+        if code is not None:
+            for amount in _amounts(value):
+                yield amount, code
+        for item in value.values():
+            yield from _priced(item, code)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _priced(item, inherited)
 
 
 def mislabelled_amount(answer: str, results: Iterable[tuple[str, str]]) -> Mislabelled | None:

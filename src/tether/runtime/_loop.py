@@ -701,6 +701,7 @@ def _absent_object(state: _State, tool: Any) -> str | None:
 
 
 # "Dana Whitfield's manager": a named thing's relation, where a value was wanted
+_CLAUSE = re.compile(r"\s+(?:works?|is|was|are|lives?|belongs?|reports?|sits?|in|at|of|for|that|who|which)\b")
 _POSSESSIVE = re.compile(r"\s*((?:[A-Z][\w.\-]*\s+)*[A-Z][\w.\-]*)['’]s\s+([a-z][a-z ]{1,40}?)\s*")
 
 
@@ -716,14 +717,17 @@ def _described(tools: Mapping[str, Any], call: ToolCall, tool: Any) -> tuple[str
         m = _POSSESSIVE.fullmatch(value)
         if m is None:
             continue
-        owner, relation = m.group(1), m.group(2)
+        # "manager works in" is the manager: the clause after the noun says what to do with it
+        owner, relation = m.group(1), _CLAUSE.split(m.group(2), maxsplit=1)[0].strip() or m.group(2)
         by_name = tuple(
             t.name
             for t in sorted(tools.values(), key=_source_rank)
-            if _reads(t)
-            and t.name != call.name
-            and any(p == "name" or p.endswith("_name") for p in t.definition.parameters.get("properties", {}))
+            if _reads(t) and t.name != call.name and any(_NAME_PARAM.search(p) for p in _params(t))
         )
+        if _NAME_PARAM.search(param) and _reads(tool):
+            # the argument is the call's own tool's name (find_employee(name="Dana's manager")): that tool
+            # with the owner's name first
+            by_name = (call.name, *by_name)
         how = f"call {' or '.join(by_name[:2])} with {owner!r}" if by_name else f"look up {owner!r}"
         return (
             f"{call.name} was not run: {param}={value!r} describes a value instead of giving it. Find "
