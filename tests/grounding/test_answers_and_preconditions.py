@@ -109,6 +109,8 @@ def test_answer_checks() -> None:
     # what the tool said, and stays an answer
     assert unusable_answer("Error: lookup_order was already called with these arguments") == PARROTED
     assert unusable_answer("Your answer was not shown to the user: the answer is empty.") == PARROTED
+    # the corrective message told back as the answer, in the model's own words
+    assert unusable_answer('The answer is a tool call: lookup_order(order_id="4410")') == PARROTED
     assert unusable_answer("refund was not run: amount=12.0 does not appear") == PARROTED
     assert unusable_answer("Error: LookupError: there is no order '9999'.") is None
 

@@ -156,7 +156,7 @@ async def test_tool_choice_none_never_answers_with_a_call_written_as_text(model:
     )
     assert response.tool_calls == ()
     assert CALL_AS_ANSWER_REFUSED in response.repairs
-    assert response.text and response.text[0] not in '{[`<'
+    assert response.text and response.text[0] not in "{[`<"
     assert "".join(pieces).strip() == response.text
 
 
@@ -292,3 +292,26 @@ def _check_order(arguments: Any) -> None:
         assert set(item) == {"sku", "quantity"}
         assert isinstance(item["sku"], str) and type(item["quantity"]) is int
     assert isinstance(arguments.get("note", ""), str)
+
+
+@pytest.mark.parametrize(
+    ("pieces", "stopped"),
+    [
+        (['{"', "name", '"'], True),  # a bare call
+        (["```", "json\n", '{"name"'], True),  # a fenced one
+        ([">", '{"name"'], True),  # the tag's last character, written when the tag's token is banned
+        (["{", '"title"'], False),  # JSON that is not a call
+        (["The", " answer"], False),
+    ],
+)
+def test_an_answer_that_opens_as_a_call_stops_before_any_of_it_is_shown(
+    pieces: list[str], stopped: bool
+) -> None:
+    from tether.models.llamacpp import _CALL_OPENERS, _OPENER, _Streamer
+
+    shown: list[str] = []
+    streamer = _Streamer(shown.append, (), _CALL_OPENERS)
+    hits = [streamer.feed(p) for p in pieces]
+    assert (hits[-1] == _OPENER) is stopped
+    if stopped:
+        assert shown == []

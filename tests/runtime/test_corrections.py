@@ -1005,3 +1005,68 @@ async def test_a_description_in_a_lookups_own_name_is_sent_back_to_it_with_the_o
         "giving it. Find Dana Whitfield's manager first (call find_employee with 'Dana Whitfield'), then call "
         "find_employee with the name the results give."
     )
+
+
+async def test_a_value_that_changes_a_word_of_the_request_is_sent_back_with_the_requests_word() -> None:
+    read: list[str] = []
+
+    @tool(idempotent=True)
+    def read_file(path: str) -> str:
+        """The text of a file."""
+        read.append(path)
+        return "Q3 revenue grew 4%."
+
+    @tool(idempotent=True)
+    def list_files(folder: str) -> list[str]:
+        """The files in a folder."""
+        return ["notes/q3_review.txt"]
+
+    model = ScriptedModel(
+        [
+            call("read_file", path="file_notes/q3_review.txt"),
+            call("read_file", path="notes/q3_review.txt"),
+            "Q3 revenue grew 4%.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("files", tools=[read_file, list_files], model=model)
+    result = await Runner(store).run(agent, "Summarise the file notes/q3_review.txt in one sentence.")
+    assert result.ok and read == ["notes/q3_review.txt"]
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert refused.needs == ("read_file",)
+    assert refused.message == (
+        "read_file was not run: path=file_notes/q3_review.txt does not appear in the user's request or in any "
+        "tool result so far, so it would be a guess. The request gives path='notes/q3_review.txt'. Call "
+        "read_file again with exactly that. Use only values from the request and earlier results."
+    )
+
+
+async def test_a_labelled_value_goes_first_to_the_read_that_also_gives_what_the_call_wanted() -> None:
+    @tool(idempotent=True)
+    def lookup_order(order_id: str) -> dict:
+        """Read an order by its number."""
+        return {"order_id": order_id}
+
+    @tool(idempotent=True)
+    def lookup_customer(customer_id: str) -> dict:
+        """Read a customer."""
+        return {"customer_id": customer_id, "name": "Maria Lopez"}
+
+    @tool(idempotent=True)
+    def search_orders_by_customer(customer_id: str) -> dict:
+        """The order numbers of a customer."""
+        return {"customer_id": customer_id, "order_ids": ["1042", "3120"]}
+
+    model = ScriptedModel(
+        [
+            call("lookup_order", order_id="C-318"),
+            call("search_orders_by_customer", customer_id="C-318"),
+            "Orders 1042 and 3120.",
+        ]
+    )
+    store = MemoryStore()
+    agent = Agent("shop", tools=[lookup_order, lookup_customer, search_orders_by_customer], model=model)
+    result = await Runner(store).run(agent, "List the order numbers placed by customer C-318.")
+    assert result.ok
+    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    assert refused.needs == ("search_orders_by_customer", "lookup_customer")

@@ -38,7 +38,11 @@ PARROTED: str = "the answer repeats a corrective message instead of answering th
 # what a small model copies back when it has nothing to say: the runtime's own corrective messages
 # ("lookup_order was already called...", "Your answer was not shown..."), bare or behind "Error: ". A
 # copied tool error ("Error: LookupError: there is no order '9999'") is not one: it is what the tool said
-_PARROT = re.compile(r"\A\s*(Error:\s*)?(Your answer was not shown|\w+ was not run:|\w+ was already called)")
+_PARROT = re.compile(
+    r"\A\s*(Error:\s*)?(Your answer was not shown|\w+ was not run:|\w+ was already called|"
+    r"(The|Your) answer (is|was) (a tool call|not shown))",
+    re.I,
+)
 
 HOW_TO: str = "the answer tells the user how to call the tools instead of calling them"
 """The reason `unusable_answer` gives for an answer that explains the steps rather than taking them."""

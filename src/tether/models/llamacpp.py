@@ -84,6 +84,8 @@ _CALL_OPENERS: Final = (
     '```{"name"',
     '```json{{"name"',
     '```json[{"name"',
+    # the last character of the `<tool_call>` tag, written when the tag's own token is banned
+    '>{"name"',
 )
 _OPENER: Final = "<opener>"
 # enough tokens after an opener for the name of the tool it calls

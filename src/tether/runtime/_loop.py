@@ -800,9 +800,12 @@ def _labelled_other(
     label = m.group(1).lower()
     if _names_part(label, param, call.name):
         return None
-    takers = tuple(t.name for t in reads if _names_part(label, t.name, *_params(t)))
+    takers = [t for t in reads if _names_part(label, t.name, *_params(t))]
     if not takers:
         return None
+    # the read that also gives what the call wanted first: search_orders_by_customer for an order_id
+    wanted = param.removesuffix("_id")
+    takers = tuple(t.name for t in sorted(takers, key=lambda t: not _names_part(wanted, t.name)))
     return (
         f"{call.name} was not run: {value} is the {label} in the request ({m.group(0).strip()!r}), not a "
         f"{param}. Look the {label} up with {' or '.join(takers[:2])} first; its result gives the {param}.",
@@ -845,7 +848,9 @@ def _params(tool: Any) -> dict[str, Any]:
 def _names_part(word: str, *names: str) -> bool:
     """Whether `word` (or its singular) is a part of one of the snake_case `names`."""
     forms = {word, word.removesuffix("s"), word.removesuffix("es")}
-    return any(part in forms for name in names for part in name.lower().split("_"))
+    return any(
+        part in forms or part.removesuffix("s") in forms for name in names for part in name.lower().split("_")
+    )
 
 
 _JSON_OBJECT = re.compile(r"\{[^{}]*\}")
@@ -1184,10 +1189,15 @@ def _ungrounded_message(
     ungrounded: Sequence[Any],
     needs: Sequence[str] = (),
     alike: Sequence[tuple[str, str, str]] = (),
+    near: Sequence[tuple[str, str]] = (),
 ) -> str:
     values = ", ".join(f"{u.path}={u.value}" for u in ungrounded)
     offered = ""
-    if alike:
+    if near:
+        # "file_notes/q3_review.txt" for the request's "notes/q3_review.txt": the request's own words
+        given = ", ".join(f"{param}={value!r}" for param, value in near)
+        offered = f" The request gives {given}. Call {call.name} again with exactly that."
+    elif alike:
         # "E-12345" for a manager the lookup gave as E-1009: the ids of that form in view are the choice
         given = ", ".join(f"{value} ({field} in {source}'s result)" for value, field, source in alike)
         offered = (
@@ -1196,7 +1206,7 @@ def _ungrounded_message(
         )
     where = (
         f" Call {' or '.join(needs[:3] or _sources(agent, call))} first to get the real value, or use"
-        if len(agent.tools) > 1 and not alike
+        if len(agent.tools) > 1 and not alike and not near
         else " Use"
     )
     return (
@@ -1206,6 +1216,27 @@ def _ungrounded_message(
 
 
 _ID_PREFIX = re.compile(r"[A-Za-z]+[-_#]?(?=\d)")
+# a word of the request: a path, an id, a name part (what a small model copies with a change)
+_REQUEST_WORD = re.compile(r"[\w][\w./\-]{3,}[\w]")
+
+
+def _near_request(state: _State, ungrounded: Sequence[Any]) -> list[tuple[str, str]]:
+    """(parameter, the request's word) for each invented text value that holds a word of the request
+    with something added or taken away (`file_notes/q3_review.txt` for `notes/q3_review.txt`)."""
+    words = _REQUEST_WORD.findall(state.started.input)
+    near: list[tuple[str, str]] = []
+    for u in ungrounded:
+        value = str(u.value)
+        if len(value) < 5 or not re.search(r"[A-Za-z]", value):
+            continue  # numbers are compared by value, not spelling
+        match = max(
+            (w for w in words if w != value and (w in value or value in w) and len(w) >= 5),
+            key=len,
+            default=None,
+        )
+        if match is not None:
+            near.append((u.path, match))
+    return near
 
 
 def _alike_ids(state: _State, ungrounded: Sequence[Any]) -> list[tuple[str, str, str]]:
@@ -1763,12 +1794,13 @@ class Runner:
                         # the run has seen, so the write can take it
                         needs, message = worked
                     else:
-                        alike = _alike_ids(state, ungrounded)
-                        if alike:
+                        near = _near_request(state, ungrounded)
+                        alike = [] if near else _alike_ids(state, ungrounded)
+                        if near or alike:
                             # the tool it chose, with an id the results give: offered another read as
                             # well, the 1.5B model took that one and lost the chain
                             needs = (call.name,)
-                        message = _ungrounded_message(agent, call, ungrounded, needs, alike)
+                        message = _ungrounded_message(agent, call, ungrounded, needs, alike, near)
                     self._tool_failed(state, call, "ungrounded", "Ungrounded", message, needs=needs)
                     state.force_tools = needs
                     continue
