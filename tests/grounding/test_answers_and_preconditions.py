@@ -339,3 +339,18 @@ def test_a_where_question_asks_for_the_location_and_plural_words_name_singular_f
         field="units_left", value="9", tool="reserve_stock"
     )
     assert left_out(asked, [("reserve_stock", reserved)], "Reserved 3; 9 are left.") is None
+
+
+def test_the_amount_in_the_currency_the_request_asks_for_is_asked_for() -> None:
+    results = [
+        ("lookup_order", {"order_id": "5531", "currency": "USD", "total": 83.9}),
+        ("convert_currency", {"amount": 77.19, "currency": "EUR", "rate": 0.92}),
+    ]
+    asked = "How much is order 5531 in euros?"
+    # converted back with a calculator: the euros went into a later call, and are still what was asked
+    assert left_out(asked, results, "83.9022", used=['{"expression": "77.19 / 0.92"}']) == LeftOut(
+        field="amount", value="77.19", tool="convert_currency"
+    )
+    assert left_out(asked, results, "It is 77.19 euros.") is None
+    # a currency named as the amount's own, not one it is wanted in, asks for nothing
+    assert left_out("Refund 83.9 dollars on order 5531.", results, "Done.") is None

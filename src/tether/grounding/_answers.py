@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from ._arithmetic import derive
+from ._currency import is_money, named_currencies, priced_in
 from ._entities import json_records, singular
 from ._provenance import _IDENT, _NUMBER, Evidence, _numbers
 
@@ -174,6 +175,8 @@ class LeftOut:
 
 # a question, from its question word to its end
 _QUESTION = re.compile(r"\b(?:who|whom|whose|what|which|where|when|how)\b([^.?!;]*)", re.I)
+# "in euros", "to US dollars", "into yen": a currency an amount is wanted in
+_IN_CURRENCY = re.compile(r"\b(?:in|into|to)\s+((?:[A-Za-z]+\s+)?(?:[A-Za-z]+|[$€£¥]))")
 # the question word that asks for a field a request does not name
 _ASKS_WHERE = re.compile(r"\bwhere\b", re.I)
 _PLACE_FIELDS = frozenset({"location", "address", "city", "place", "position"})
@@ -188,7 +191,8 @@ def left_out(
 
     A field is asked for when a word of one of the request's questions names it (`email` for "Which
     email address...", `units_left` for "tell me how many are left", `manager_id` for "Who is Dana's
-    manager?"; `location` for a "where" question). Fields whose value the request already holds (the
+    manager?"; `location` for a "where" question; the amounts a result gives in the currency the request
+    names, for "...in euros?"). Fields whose value the request already holds (the
     order it names) are not asked for, nor numbers that went into a later call (a total converted to
     yen: the answer gives the yen). A pointer is stated when the answer states what the record it
     points at says (the manager's name for `manager_id`). The answer leaves a field out when it states the value of none of the fields asked for: one is
@@ -206,6 +210,8 @@ def left_out(
     }
     used_numbers = set(stated_numbers(" ".join(used)))
     wants_place = bool(_ASKS_WHERE.search(request))
+    # "How much is order 5531 in euros?": the amounts a result gives in euros are asked for
+    wants_currencies = set().union(*(named_currencies(m.group(1)) for m in _IN_CURRENCY.finditer(request)))
     said = answer.casefold()
     said_numbers = set(stated_numbers(answer))
     asked: list[LeftOut] = []
@@ -213,17 +219,24 @@ def left_out(
     records = [r for _, result in results for r in json_records(result)]
     for tool, result in results:
         for record in json_records(result):
+            in_wanted = priced_in(record) in wants_currencies
             for key, value in record.items():
                 if not isinstance(key, str) or isinstance(value, dict | list) or value is None or value == "":
                     continue
                 parts = {singular(p) for p in re.split(r"[_\W]+", key.casefold()) if p} - _KEY_WORDS
-                named = bool(parts & words) or (wants_place and bool(parts & _PLACE_FIELDS))
+                amount = (
+                    in_wanted
+                    and isinstance(value, int | float)
+                    and not isinstance(value, bool)
+                    and is_money(key)
+                )
+                named = amount or bool(parts & words) or (wants_place and bool(parts & _PLACE_FIELDS))
                 if not named:
                     continue
                 text = str(value)
                 if text.casefold() in request.casefold():
                     continue  # the request holds it: it is what the user asked about, not for
-                if isinstance(value, int | float) and Decimal(str(value)) in used_numbers:
+                if not amount and isinstance(value, int | float) and Decimal(str(value)) in used_numbers:
                     continue  # it went into a later call (converted, computed): the answer gives what came out
                 if _states(text, value, said, said_numbers) or _states_pointed(key, text, records, said):
                     return None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["Mislabelled", "mislabelled_amount"]
+__all__ = ["Mislabelled", "mislabelled_amount", "named_currencies"]
 
 # ISO code by what people write beside an amount; "$" is read as US dollars
 _NAMES = {
@@ -158,3 +158,21 @@ def mislabelled_amount(answer: str, results: Iterable[tuple[str, str]]) -> Misla
             tool, code = same[0]
             return Mislabelled(amount=written, said=said, source=code, tool=tool)
     return None
+
+
+_NAMED = re.compile(rf"(?:{_SYMBOLS})|\b(?:{_WORDS})\b", re.I)
+
+
+def named_currencies(text: str) -> set[str]:
+    """The ISO codes of the currencies `text` names ("in euros", "Japanese yen", "USD", "£")."""
+    return {_NAMES[" ".join(m.group(0).casefold().split())] for m in _NAMED.finditer(text)}
+
+
+def priced_in(record: Mapping[str, Any]) -> str | None:
+    """The ISO code a record states its amounts in (`"currency": "EUR"`), if it states one."""
+    return _currency_of(record)
+
+
+def is_money(key: str) -> bool:
+    """Whether a record's field holds an amount of money (not a rate, a count, an id...)."""
+    return not _NOT_MONEY.search(key)
