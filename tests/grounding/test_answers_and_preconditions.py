@@ -354,3 +354,12 @@ def test_the_amount_in_the_currency_the_request_asks_for_is_asked_for() -> None:
     assert left_out(asked, results, "It is 77.19 euros.") is None
     # a currency named as the amount's own, not one it is wanted in, asks for nothing
     assert left_out("Refund 83.9 dollars on order 5531.", results, "Done.") is None
+
+
+def test_a_question_about_all_of_something_asks_for_the_total() -> None:
+    stock = {"sku": "CP-118", "units_by_warehouse": {"Leeds": 3, "Lyon": 4}, "total_units": 7}
+    asked = "How many Ceramic Pour-Over Sets do we have in stock across all warehouses?"
+    assert left_out(asked, [("check_stock", stock)], "There are 3 in stock.") == LeftOut(
+        field="total_units", value="7", tool="check_stock"
+    )
+    assert left_out(asked, [("check_stock", stock)], "7 sets: 3 in Leeds and 4 in Lyon.") is None

@@ -177,6 +177,8 @@ class LeftOut:
 _QUESTION = re.compile(r"\b(?:who|whom|whose|what|which|where|when|how)\b([^.?!;]*)", re.I)
 # "in euros", "to US dollars", "into yen": a currency an amount is wanted in
 _IN_CURRENCY = re.compile(r"\b(?:in|into|to)\s+((?:[A-Za-z]+\s+)?(?:[A-Za-z]+|[$€£¥]))")
+# words that ask for a total without naming it
+_ALL = frozenset({"all", "altogether", "overall", "combined"})
 # the question word that asks for a field a request does not name
 _ASKS_WHERE = re.compile(r"\bwhere\b", re.I)
 _PLACE_FIELDS = frozenset({"location", "address", "city", "place", "position"})
@@ -208,6 +210,8 @@ def left_out(
     words = {
         singular(w) for q in _QUESTION.finditer(request) for w in re.findall(r"[a-z]+", q.group(1).casefold())
     }
+    if words & _ALL:
+        words.add("total")  # "across all warehouses", "altogether": the total is asked for
     used_numbers = set(stated_numbers(" ".join(used)))
     wants_place = bool(_ASKS_WHERE.search(request))
     # "How much is order 5531 in euros?": the amounts a result gives in euros are asked for
