@@ -64,6 +64,11 @@ def _hr_tools(writes: list[float]) -> tuple:
     return find_employee, update_salary
 
 
+async def _refusals(store: MemoryStore, run_id: str) -> list[ToolFailed]:
+    """The calls a run refused or that failed, in order."""
+    return [s.event for s in await store.load(run_id) if isinstance(s.event, ToolFailed)]
+
+
 def _call(call_id: str, name: str, **arguments: object) -> ToolCall:
     return ToolCall(call_id=call_id, name=name, arguments=arguments)
 
@@ -145,7 +150,7 @@ async def test_an_invented_argument_limits_the_next_call_to_the_reads_not_yet_ma
     store = MemoryStore()
     result = await Runner(store).run(agent, "How much do 2 kettles of order 1042 come to?")
     assert result.ok
-    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    (refused,) = await _refusals(store, result.run_id)
     assert refused.kind == "ungrounded" and refused.needs == ("calculator",)
     assert "Call calculator first" in refused.message
     assert model.request_settings[2].allowed_tools == ("calculator",)
@@ -260,7 +265,7 @@ async def test_a_write_that_sets_the_value_a_lookup_already_shows_is_refused() -
     agent = Agent("hr", tools=[find_employee, update_salary, calculator], model=model, policy=EVERY_TIER_RUNS)
     result = await Runner(store).run(agent, "Give Priya Raman a 10% raise.")
     assert result.ok and writes == [90200.0]  # the no-op write never ran
-    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    (refused,) = await _refusals(store, result.run_id)
     assert refused.error_type == "NoChange" and refused.kind == "precondition"
     assert (
         "is the salary find_employee already shows for E-1021, so it would change nothing" in refused.message
@@ -328,7 +333,7 @@ async def test_a_guessed_value_after_the_asked_record_was_not_found_gets_the_ans
     agent = Agent("a", tools=[lookup_order, convert_currency], model=model)
     result = await Runner(store).run(agent, "What is the total of order 3307 in euros?")
     assert result.ok and result.output == "Order 3307 was not found."
-    failed = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    failed = await _refusals(store, result.run_id)
     assert [f.error_type for f in failed] == ["LookupError", "RecordMissing"]
     assert failed[1].message.startswith("lookup_order said: there is no order '3307'")
     assert "amount=123.45 would be a guess" in failed[1].message
@@ -443,7 +448,7 @@ async def test_a_write_whose_required_lookup_found_nothing_is_answered_not_sent_
     agent = Agent("hr", tools=[find_employee, update_salary], model=model)
     result = await Runner(store).run(agent, "Set John Doe's salary to 95000.")
     assert result.ok
-    failed = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    failed = await _refusals(store, result.run_id)
     assert failed[-1].error_type == "RecordMissing"
     assert failed[-1].message.startswith("find_employee said: there is no employee named 'John Doe'")
     assert model.request_settings[2].tool_choice == "none"
@@ -605,7 +610,7 @@ async def test_an_invented_id_is_answered_with_the_ids_of_that_form_the_results_
     agent = Agent("hr", tools=[find_employee, get_employee, get_department], model=model)
     result = await Runner(store).run(agent, "Who is Dana Whitfield's manager?")
     assert result.ok and result.output == "Dana Whitfield's manager is Grace Okafor."
-    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    (refused,) = await _refusals(store, result.run_id)
     assert (
         "The tool results so far give these ids of that form: E-1017 (employee_id in find_employee's result), "
         "E-1009 (manager_id in find_employee's result). Call get_employee again with the one the request is "
@@ -632,7 +637,7 @@ async def test_a_write_value_worked_out_in_the_head_is_sent_to_the_calculator_wi
     agent = Agent("hr", tools=[find_employee, update_salary, calculator], model=model, policy=EVERY_TIER_RUNS)
     result = await Runner(store).run(agent, "Give Priya Raman a 10% raise.")
     assert result.ok and writes == [90200.0]
-    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    (refused,) = await _refusals(store, result.run_id)
     assert refused.message == (
         "update_salary was not run: new_salary=90200 is worked out (90200 = 1.1 * 82000), and a change is made "
         "only with values a tool returned. Call calculator with '1.1 * 82000' first, then call update_salary "
@@ -684,7 +689,7 @@ async def test_an_argument_that_describes_the_value_is_sent_to_the_lookup_by_nam
         agent, "What is the budget of the department of Dana Whitfield's manager?"
     )
     assert result.ok
-    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    (refused,) = await _refusals(store, result.run_id)
     assert (refused.kind, refused.error_type, refused.needs) == (
         "ungrounded",
         "Description",
@@ -710,7 +715,7 @@ async def test_a_worked_out_value_for_a_write_nobody_asked_for_gets_no_calculato
     agent = Agent("shop", tools=[lookup_order, calculator, refund], model=model, policy=EVERY_TIER_RUNS)
     result = await Runner(store).run(agent, "How much do 2 of the kettles from order 1042 come to?")
     assert result.ok
-    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    (refused,) = await _refusals(store, result.run_id)
     assert refused.error_type == "Ungrounded" and "Call calculator with" not in refused.message
 
 
@@ -729,7 +734,7 @@ async def test_a_nonsense_sum_is_never_offered_as_the_calculation_for_a_write() 
     store = MemoryStore()
     agent = Agent("hr", tools=[find_employee, update_salary, calculator], model=model, policy=EVERY_TIER_RUNS)
     result = await Runner(store).run(agent, "Give Priya Raman a 10% raise.")
-    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    (refused,) = await _refusals(store, result.run_id)
     assert refused.error_type == "Ungrounded" and "Call calculator with" not in refused.message
 
 
@@ -814,7 +819,7 @@ async def test_a_value_the_request_labels_as_another_record_is_sent_to_that_reco
     )
     assert result.ok and result.output == "Write to j.chen@example.org."
     assert ran == ["lookup_order(7702)", "lookup_customer(C-442)"]  # the wrong lookup never ran
-    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    (refused,) = await _refusals(store, result.run_id)
     assert (refused.kind, refused.error_type, refused.needs) == ("ungrounded", "WrongKind", ("lookup_order",))
     assert refused.message == (
         "lookup_customer was not run: 7702 is the order in the request ('order 7702'), not a customer_id. "
@@ -866,7 +871,7 @@ async def test_a_name_sent_as_an_id_is_sent_to_the_lookup_by_name() -> None:
     result = await Runner(store).run(agent, "Who is Dana Whitfield's manager?")
     assert result.ok
     assert ran == ["find_employee(Dana Whitfield)", "get_employee(E-1009)"]
-    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    (refused,) = await _refusals(store, result.run_id)
     assert (refused.error_type, refused.needs) == ("WrongKind", ("find_employee",))
     assert refused.message == (
         "get_employee was not run: employee_id='Dana Whitfield' is a name; get_employee takes the employee_id "
@@ -922,7 +927,7 @@ async def test_a_product_name_sent_as_a_sku_is_sent_to_the_lookup_by_name() -> N
     agent = Agent("shop", tools=list(_stock_tools(ran)), model=model)
     result = await Runner(store).run(agent, "How many Copper Saucepans are in stock?")
     assert result.ok and ran == ["find_product(Copper Saucepans)", "check_stock(CS-402)"]
-    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    (refused,) = await _refusals(store, result.run_id)
     assert (refused.error_type, refused.needs) == ("WrongKind", ("find_product",))
     assert "sku='copper saucepans' is a name" in refused.message
 
@@ -941,7 +946,7 @@ async def test_a_key_a_result_gave_sent_as_a_name_is_sent_to_the_read_that_takes
     agent = Agent("shop", tools=list(_stock_tools(ran)), model=model)
     result = await Runner(store).run(agent, "How many Copper Saucepans are in stock?")
     assert result.ok and ran == ["find_product(Copper Saucepan)", "check_stock(CS-402)"]
-    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    (refused,) = await _refusals(store, result.run_id)
     assert (refused.error_type, refused.needs) == ("WrongKind", ("check_stock",))
     assert refused.message == (
         "find_product was not run: name='CS-402' is the sku find_product gave, not a name. "
@@ -961,7 +966,7 @@ async def test_the_same_step_applied_to_its_own_result_again_is_refused_and_the_
     agent = Agent("calc", tools=[calculator], model=model)
     result = await Runner(store).run(agent, "Convert 77.19 by 0.92.")
     assert result.output == "It is 77.19 euros."
-    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    (refused,) = await _refusals(store, result.run_id)
     assert (refused.kind, refused.error_type) == ("repeated", "SameStepAgain")
     assert refused.message == (
         "calculator was not run: expression='83.9 / 0.92' does to 83.9 (calculator's own last result) what "
@@ -998,7 +1003,7 @@ async def test_a_description_in_a_lookups_own_name_is_sent_back_to_it_with_the_o
     agent = Agent("hr", tools=[find_employee], model=model)
     result = await Runner(store).run(agent, "Which department does Dana Whitfield's manager work in?")
     assert result.ok
-    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    (refused,) = await _refusals(store, result.run_id)
     assert refused.needs == ("find_employee",)
     assert refused.message == (
         'find_employee was not run: name="Dana Whitfield\'s manager works in" describes a value instead of '
@@ -1032,7 +1037,7 @@ async def test_a_value_that_changes_a_word_of_the_request_is_sent_back_with_the_
     agent = Agent("files", tools=[read_file, list_files], model=model)
     result = await Runner(store).run(agent, "Summarise the file notes/q3_review.txt in one sentence.")
     assert result.ok and read == ["notes/q3_review.txt"]
-    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    (refused,) = await _refusals(store, result.run_id)
     assert refused.needs == ("read_file",)
     assert refused.message == (
         "read_file was not run: path=file_notes/q3_review.txt does not appear in the user's request or in any "
@@ -1068,5 +1073,5 @@ async def test_a_labelled_value_goes_first_to_the_read_that_also_gives_what_the_
     agent = Agent("shop", tools=[lookup_order, lookup_customer, search_orders_by_customer], model=model)
     result = await Runner(store).run(agent, "List the order numbers placed by customer C-318.")
     assert result.ok
-    (refused,) = [s.event for s in await store.load(result.run_id) if isinstance(s.event, ToolFailed)]
+    (refused,) = await _refusals(store, result.run_id)
     assert refused.needs == ("search_orders_by_customer", "lookup_customer")
