@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from ._arithmetic import derive
-from ._currency import is_money, named_currencies, priced_in
+from ._currency import is_amount, named_currencies, priced_in
 from ._entities import json_records, singular
 from ._provenance import _IDENT, _NUMBER, Evidence, _numbers
 
@@ -193,12 +193,13 @@ def left_out(
 
     A field is asked for when a word of one of the request's questions names it (`email` for "Which
     email address...", `units_left` for "tell me how many are left", `manager_id` for "Who is Dana's
-    manager?"; `location` for a "where" question; the amounts a result gives in the currency the request
-    names, for "...in euros?"). Fields whose value the request already holds (the
-    order it names) are not asked for, nor numbers that went into a later call (a total converted to
-    yen: the answer gives the yen). A pointer is stated when the answer states what the record it
-    points at says (the manager's name for `manager_id`). The answer leaves a field out when it states the value of none of the fields asked for: one is
-    enough ("Write to j.chen@example.org" need not also give the customer's id).
+    manager?"); a "where" question asks for a `location`, "across all" for the total, "...in euros?"
+    for the amounts a result gives in euros. Fields whose value the request already holds (the order it
+    names) are not asked for, nor numbers that went into a later call (a total converted to yen: the
+    answer gives the yen). A pointer is stated when the answer states what the record it points at
+    says (the manager's name for `manager_id`). The answer leaves a field out when it states the value
+    of none of the fields asked for: one is enough ("Write to j.chen@example.org" need not also give
+    the customer's id).
 
     Args:
         request: what the user asked.
@@ -227,13 +228,8 @@ def left_out(
             for key, value in record.items():
                 if not isinstance(key, str) or isinstance(value, dict | list) or value is None or value == "":
                     continue
-                parts = {singular(p) for p in re.split(r"[_\W]+", key.casefold()) if p} - _KEY_WORDS
-                amount = (
-                    in_wanted
-                    and isinstance(value, int | float)
-                    and not isinstance(value, bool)
-                    and is_money(key)
-                )
+                parts = {singular(p) for p in _parts(key)} - _KEY_WORDS
+                amount = in_wanted and is_amount(key, value)
                 named = amount or bool(parts & words) or (wants_place and bool(parts & _PLACE_FIELDS))
                 if not named:
                     continue
@@ -246,15 +242,23 @@ def left_out(
                     return None
                 asked.append(LeftOut(field=key, value=text, tool=tool))
     # a field the request is about before a key that points at it (the email before the customer's id)
-    return min(
-        asked, key=lambda f: bool(set(re.split(r"[_\W]+", f.field.casefold())) & _KEY_WORDS), default=None
-    )
+    return min(asked, key=lambda f: _is_pointer(f.field), default=None)
+
+
+def _parts(key: str) -> set[str]:
+    """The words of a field's key: `units_left` is {units, left}."""
+    return {p for p in re.split(r"[_\W]+", key.casefold()) if p}
+
+
+def _is_pointer(key: str) -> bool:
+    """Whether a field holds a key of a record (`manager_id`, `order_ids`) rather than a fact."""
+    return bool(_parts(key) & _KEY_WORDS)
 
 
 def _states_pointed(key: str, value: str, records: list[Mapping[str, Any]], said: str) -> bool:
     """Whether the answer states what a pointer field leads to: the manager's name for `manager_id`
     E-1009, from the record whose own id is E-1009."""
-    if not set(re.split(r"[_\W]+", key.casefold())) & _KEY_WORDS:
+    if not _is_pointer(key):
         return False
     for record in records:
         own = any(k != key and str(v) == value for k, v in record.items() if not isinstance(v, dict | list))

@@ -29,8 +29,13 @@ _CENT = 0.005
 _MAX_OPERANDS = 400  # beyond this many distinct numbers in view, chance matches grow: derive nothing
 
 
+def plain(n: Decimal) -> str:
+    """A number as a tool result would show it: 2400000, 37.9 (no exponent, no trailing zeros)."""
+    return format(n.normalize(), "f")
+
+
 def _fmt(x: float) -> str:
-    return format(Decimal(repr(x)).normalize(), "f")
+    return plain(Decimal(repr(x)))
 
 
 def derive(value: Decimal, known: Iterable[Decimal]) -> str | None:

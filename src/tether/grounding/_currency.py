@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["Mislabelled", "mislabelled_amount", "named_currencies"]
+__all__ = ["Mislabelled", "mislabelled_amount"]
 
 # ISO code by what people write beside an amount; "$" is read as US dollars
 _NAMES = {
@@ -98,7 +98,7 @@ def _labelled(text: str) -> Iterator[tuple[str, Decimal, str]]:
                 yield m.group(whole) + (m.group(frac) or ""), value, code
 
 
-def _currency_of(record: Mapping[str, Any]) -> str | None:
+def priced_in(record: Mapping[str, Any]) -> str | None:
     """The ISO code a JSON record states its amounts in (`"currency": "USD"`), if it states one."""
     for key, value in record.items():
         if (
@@ -113,10 +113,15 @@ def _currency_of(record: Mapping[str, Any]) -> str | None:
 _NOT_MONEY = re.compile(r"rate|quantity|qty|count|units|id$|number|year|percent|age", re.I)
 
 
+def is_amount(key: str, value: Any) -> bool:
+    """Whether a record's field holds an amount of money: a number, not a rate, a count, an id..."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and not _NOT_MONEY.search(key)
+
+
 def _amounts(record: Mapping[str, Any]) -> Iterator[Decimal]:
     """The amounts of money in a record: its numbers, less rates, counts, ids and the like."""
     for key, value in record.items():
-        if isinstance(value, int | float) and not isinstance(value, bool) and not _NOT_MONEY.search(key):
+        if is_amount(key, value):
             yield Decimal(str(value))
 
 
@@ -137,7 +142,7 @@ def _priced(value: Any, inherited: str | None = None) -> Iterator[tuple[Decimal,
     """(amount, currency) for every amount in a parsed result; a nested record (an order's item) is in
     the currency of the record around it unless it states its own."""
     if isinstance(value, Mapping):
-        code = _currency_of(value) or inherited
+        code = priced_in(value) or inherited
         if code is not None:
             for amount in _amounts(value):
                 yield amount, code
@@ -166,13 +171,3 @@ _NAMED = re.compile(rf"(?:{_SYMBOLS})|\b(?:{_WORDS})\b", re.I)
 def named_currencies(text: str) -> set[str]:
     """The ISO codes of the currencies `text` names ("in euros", "Japanese yen", "USD", "£")."""
     return {_NAMES[" ".join(m.group(0).casefold().split())] for m in _NAMED.finditer(text)}
-
-
-def priced_in(record: Mapping[str, Any]) -> str | None:
-    """The ISO code a record states its amounts in (`"currency": "EUR"`), if it states one."""
-    return _currency_of(record)
-
-
-def is_money(key: str) -> bool:
-    """Whether a record's field holds an amount of money (not a rate, a count, an id...)."""
-    return not _NOT_MONEY.search(key)

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ._arithmetic import plain
 from ._entities import json_records, singular
 
 __all__ = ["OtherAmount", "other_amount"]
 
 # words that ask for the whole record, not one item of it
-_WHOLE = frozenset({"total", "whole", "entire", "full", "everything", "all", "order"})
+_WHOLE = frozenset({"total", "whole", "entire", "full", "everything", "all"})
 # the item fields that name it
 _NAME_KEYS = ("name", "title", "product", "description")
 
@@ -65,7 +66,7 @@ def other_amount(
 
     Only for a request that names exactly one item of a list in a result (by the last word of its name:
     "knife" for "Chef's Knife", plurals too) and does not ask for the whole ("total", "full", "all",
-    "order" refunds...). A value the item itself shows (its price, its quantity) is the item's.
+    "the entire order"...). A value the item itself shows (its price, its quantity) is the item's.
 
     Args:
         request: what the user asked.
@@ -74,11 +75,10 @@ def other_amount(
         free_text: parameters that are free text (never checked).
     """
     words = {singular(w) for w in re.findall(r"[a-z]+", request.casefold())}
-    if words & _WHOLE - {"order"} or re.search(r"\b(?:whole|entire|full|all of the) order\b", request, re.I):
+    if words & _WHOLE:
         return None
-    numbers = {
-        k: _decimal(v) for k, v in arguments.items() if k not in set(free_text) and _decimal(v) is not None
-    }
+    free = set(free_text)
+    numbers = {k: n for k, v in arguments.items() if k not in free and (n := _decimal(v)) is not None}
     if not numbers:
         return None
     for tool, result in results:
@@ -94,7 +94,7 @@ def _other(
     record: Mapping[str, Any],
     items: list[Any],
     words: set[str],
-    numbers: dict[str, Decimal | None],
+    numbers: dict[str, Decimal],
     tool: str,
 ) -> OtherAmount | None:
     entries = [i for i in items if isinstance(i, Mapping)]
@@ -109,16 +109,16 @@ def _other(
         (k, n) for k, n in _scalars(record) if not {singular(w) for w in k.casefold().split("_")} & words
     ]
     for param, value in numbers.items():
-        if value is None or value in own.values():
+        if value in own.values():
             continue
         field = next((k for k, n in elsewhere if n == value), None)
         if field is not None:
             return OtherAmount(
                 param=param,
-                value=_plain(value),
+                value=plain(value),
                 item=_item_name(item),
                 field=field,
-                own=tuple(f"{k} {_plain(n)}" for k, n in own.items()),
+                own=tuple(f"{k} {plain(n)}" for k, n in own.items()),
                 tool=tool,
             )
     return None
@@ -140,7 +140,3 @@ def _decimal(value: Any) -> Decimal | None:
         return Decimal(str(value))
     except InvalidOperation:
         return None
-
-
-def _plain(n: Decimal) -> str:
-    return format(n.normalize(), "f")

@@ -191,6 +191,8 @@ class _State:
     texts_by: dict[str, list[str]] = field(default_factory=dict)
     """Per tool, the contents of its successful results: which records a `requires=` lookup showed,
     and where a number fed back to a tool came from."""
+    parsed_by: dict[str, list[Any]] = field(default_factory=dict)
+    """Per tool, its successful results that are JSON, parsed once: what the checks on records read."""
     lookups: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
     """Every successful call as (tool, arguments, content), in order: what `check=` preconditions read."""
     results: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -373,6 +375,10 @@ class _State:
             self.evidence.add(content)
             self.succeeded.add(tool)
             self.texts_by.setdefault(tool, []).append(content)
+            try:
+                self.parsed_by.setdefault(tool, []).append(json.loads(content))
+            except ValueError:
+                pass  # plain text: no records to read
             if isinstance(arguments, dict):
                 self.lookups.append((tool, arguments, content))
             if key is not None:
@@ -505,7 +511,7 @@ steps they are about to take, so the next turn must take one (call a tool)."""
 
 def _numeric_params(tool: Any) -> frozenset[str]:
     """The tool's parameters whose JSON schema type is a number or an integer."""
-    props = tool.definition.parameters.get("properties", {})
+    props = _params(tool)
     return frozenset(
         n for n, p in props.items() if isinstance(p, dict) and p.get("type") in ("number", "integer")
     )
@@ -617,24 +623,19 @@ def _unchanged(state: _State, call: ToolCall, tool: Any) -> str | None:
     }
     if not numbers or not idents:
         return None
-    for source, texts in state.texts_by.items():
-        for text in texts:
-            try:
-                parsed = json.loads(text)
-            except ValueError:
+    for source, parsed in _parsed_results(state):
+        for record in json_records(parsed):
+            about = [v for v in record.values() if isinstance(v, str) and v.strip().casefold() in idents]
+            if not about:
                 continue
-            for record in json_records(parsed):
-                about = [v for v in record.values() if isinstance(v, str) and v.strip().casefold() in idents]
-                if not about:
-                    continue
-                for param, number in numbers.items():
-                    name = _field_holding(record, param, number)
-                    if name is not None:
-                        return (
-                            f"{call.name} was not run: {param}={call.arguments[param]} is the {name} {source} "
-                            f"already shows for {about[0]}, so it would change nothing. Work out the new "
-                            f"value the user asked for first, then call {call.name} with it."
-                        )
+            for param, number in numbers.items():
+                name = _field_holding(record, param, number)
+                if name is not None:
+                    return (
+                        f"{call.name} was not run: {param}={call.arguments[param]} is the {name} {source} "
+                        f"already shows for {about[0]}, so it would change nothing. Work out the new "
+                        f"value the user asked for first, then call {call.name} with it."
+                    )
     return None
 
 
@@ -842,6 +843,7 @@ def _key_as_name(
 
 
 def _params(tool: Any) -> dict[str, Any]:
+    """A tool's parameters by name, with their JSON schemas."""
     return tool.definition.parameters.get("properties", {})
 
 
@@ -863,7 +865,7 @@ def _recipe_refused(state: _State, tools: Mapping[str, Any], text: str) -> str |
     for tool in tools.values():
         if tool.spec.check is None or not names_tool(tool.name, text):
             continue
-        params = set(tool.definition.parameters.get("properties", {}))
+        params = set(_params(tool))
         for m in _JSON_OBJECT.finditer(text):
             try:
                 arguments = json.loads(m.group(0))
@@ -909,7 +911,7 @@ def _reads(tool: Any) -> bool:
 
 def _source_rank(tool: Any) -> tuple[int, str]:
     """Reads by key (a parameter named `id`, `..._id`, `sku`, `name`...) before other reads, before writes."""
-    params = tool.definition.parameters.get("properties", {})
+    params = _params(tool)
     by_key = any(p == k or p.endswith("_" + k) for p in params for k in _KEY_PARAMS)
     reads = tool.spec.idempotent or tool.spec.risk == "low"
     return (0 if reads and by_key else 1 if reads else 2, tool.name)
@@ -1012,7 +1014,7 @@ def _unresolved_reference(
         for field_name, value in references(content):
             if asked.has_ident(value) or (not gives_up and value.casefold() not in said):
                 continue
-            if any(value.casefold() in args.casefold() for _, args in state.call_counts):
+            if _asked_about(state, value):
                 continue  # a tool was already asked about this record: the answer is what it found
             lookup = _looks_up(state, tools, field_name, value)
             if lookup is not None:
@@ -1027,15 +1029,14 @@ def _unresolved_reference(
 
 
 def _parsed_results(state: _State) -> list[tuple[str, Any]]:
-    """(tool, parsed JSON) of every successful result that is JSON, in the order the tools ran."""
-    parsed: list[tuple[str, Any]] = []
-    for tool, texts in state.texts_by.items():
-        for text in texts:
-            try:
-                parsed.append((tool, json.loads(text)))
-            except ValueError:
-                continue
-    return parsed
+    """(tool, parsed JSON) of every successful result that is JSON, grouped by tool in the order the
+    tools first ran."""
+    return [(tool, parsed) for tool, results in state.parsed_by.items() for parsed in results]
+
+
+def _asked_about(state: _State, value: str) -> bool:
+    """Whether a call of this run (made or refused) already had `value` in its arguments."""
+    return any(value.casefold() in arguments.casefold() for _, arguments in state.call_counts)
 
 
 def _looks_up(state: _State, tools: Mapping[str, Any], field_name: str, value: str) -> tuple[str, str] | None:
@@ -1047,7 +1048,7 @@ def _looks_up(state: _State, tools: Mapping[str, Any], field_name: str, value: s
     for tool in tools.values():
         if not _reads(tool):
             continue
-        props = tool.definition.parameters.get("properties", {})
+        props = _params(tool)
         for param, schema in props.items():
             if not isinstance(schema, dict) or schema.get("type") != "string":
                 continue
@@ -1264,7 +1265,7 @@ def _calculators(tools: Mapping[str, Any]) -> tuple[str, ...]:
         if _reads(t)
         and (
             re.search(r"calcul|arithmetic|\bmath", f"{t.name} {t.description}", re.I)
-            or "expression" in t.definition.parameters.get("properties", {})
+            or "expression" in _params(t)
         )
     )
 
@@ -2583,9 +2584,7 @@ class Runner:
         elif left is not None:
             lookup = _looks_up(state, tools, left.field, left.value)
             said = f"{left.tool} gives {left.field} {left.value!r}"
-            if lookup is not None and not any(
-                left.value.casefold() in a.casefold() for _, a in state.call_counts
-            ):
+            if lookup is not None and not _asked_about(state, left.value):
                 # the field is a pointer (the manager's id): what the user wants is the record it points at
                 then, needs = "tool", (lookup[0],)
                 how = f"call {lookup[0]} with {lookup[1]}={left.value!r}, then answer from what it returns"
@@ -2604,9 +2603,7 @@ class Runner:
         elif mislabelled is not None:
             # the tools that take a currency are how an amount changes currency (convert_currency)
             converters = tuple(
-                t.name
-                for t in tools.values()
-                if _reads(t) and any("currency" in p for p in t.definition.parameters.get("properties", {}))
+                t.name for t in tools.values() if _reads(t) and any("currency" in p for p in _params(t))
             )
             then, needs = ("tool", converters) if converters else ("either", ())
             how = f"convert it with {' or '.join(converters[:2])}" if converters else "convert it"
